@@ -1,0 +1,64 @@
+//! The follow graph as seen through a store snapshot, for fan-out planning.
+
+use tidings_core::fanout::GraphView;
+use tidings_core::keys::graph::{self, Count, Edge};
+use tidings_core::keys::Projection;
+use tidings_core::write::decode_i64;
+use tidings_core::UserId;
+use tidings_store::{RangeOptions, ReadView};
+
+/// [`GraphView`] over one read view of projection `p`.
+pub struct StoreGraph<'a> {
+    view: &'a dyn ReadView,
+    p: Projection,
+}
+
+impl std::fmt::Debug for StoreGraph<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreGraph").field("p", &self.p).finish()
+    }
+}
+
+impl<'a> StoreGraph<'a> {
+    /// Reads the graph of projection `p` through `view`.
+    pub fn new(view: &'a dyn ReadView, p: Projection) -> Self {
+        StoreGraph { view, p }
+    }
+}
+
+impl GraphView for StoreGraph<'_> {
+    type Error = tidings_store::Error;
+
+    fn follower_count(&self, user: UserId) -> Result<u64, Self::Error> {
+        let v = self
+            .view
+            .get(&graph::count(self.p, user, Count::Followers))?;
+        Ok(v.map_or(0, |v| decode_i64(&v).max(0) as u64))
+    }
+
+    fn followers_after(
+        &self,
+        user: UserId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, Self::Error> {
+        let sub = graph::edges_of(self.p, Edge::Follower, user);
+        let (begin, end) = sub.range();
+        let begin = match after {
+            // Strictly after `after`: its key plus a zero byte is the next possible key.
+            Some(a) => {
+                let mut k = graph::edge(self.p, Edge::Follower, user, a);
+                k.push(0);
+                k
+            }
+            None => begin,
+        };
+        let rows = self
+            .view
+            .range(&begin, &end, RangeOptions::forward(limit))?;
+        Ok(rows
+            .iter()
+            .filter_map(|(k, _)| graph::parse_edge(&sub, k))
+            .collect())
+    }
+}

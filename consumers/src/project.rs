@@ -1,0 +1,304 @@
+//! Projection: one decoded event → the store batches that apply it.
+//!
+//! [`Projector::plan`] reads what an event depends on (graph counts and followers, the body a
+//! retraction or update refers to, the edge a graph change flips, the fan-out cursor) from one
+//! read view and returns a [`Step`]: the mutations of one batch and, for a fan-out too large for
+//! one batch, the cursor to continue from. The caller commits each step — in the consume loop
+//! together with its offset — and calls again while [`Step::resume`] is set.
+//!
+//! Everything written derives from the event, so applying an event twice rewrites the same
+//! index and message keys (feed-version counters, being cache validators, may move again).
+
+use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Update};
+use tidings_core::fanout::{self, FanoutConfig, GraphView, Placement, Plan};
+use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
+use tidings_core::keys::messages::{self, MessageValue};
+use tidings_core::keys::{self, Projection};
+use tidings_core::write::decode_i64;
+use tidings_core::UserId;
+use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
+
+use crate::graph::StoreGraph;
+
+/// Why an event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// The store failed; retry the batch (nothing of it was written).
+    #[error(transparent)]
+    Store(#[from] tidings_store::Error),
+    /// The event is well-formed but not allowed (e.g. retracting someone else's activity):
+    /// send it to the dead letter topic with this reason.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// The writes of one batch for one event.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// The plan of this step.
+    pub plan: Plan,
+    /// A note for logs when the event changed nothing (e.g. retracting an unknown id).
+    pub noop: Option<&'static str>,
+}
+
+impl Step {
+    /// The cursor to call [`Projector::plan`] again with, if the event needs more batches.
+    pub fn resume(&self) -> Option<UserId> {
+        self.plan.resume
+    }
+}
+
+/// Turns events into store writes for projection `p`.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    /// The projection written.
+    pub projection: Projection,
+    /// Fan-out tunables.
+    pub fanout: FanoutConfig,
+    /// Recent items of a followee copied into a new follower's home feed.
+    pub backfill: usize,
+}
+
+impl Projector {
+    /// A projector for projection `p` with default tunables.
+    pub fn new(p: Projection) -> Self {
+        Projector {
+            projection: p,
+            fanout: FanoutConfig::default(),
+            backfill: 100,
+        }
+    }
+
+    /// The stored fan-out cursor of an event, if a previous run left one.
+    pub fn stored_resume(
+        &self,
+        view: &dyn ReadView,
+        event: &Event,
+    ) -> Result<Option<UserId>, ProjectError> {
+        let id = match event {
+            Event::Activity(a) => a.id,
+            Event::Retraction(r) => r.activity_id,
+            _ => return Ok(None),
+        };
+        Ok(view
+            .get(&keys::fanout::key(self.projection, id))?
+            .map(|v| decode_i64(&v)))
+    }
+
+    /// Plans one step of `event`. `body` is the event's encoded record (stored as the message
+    /// body of an activity); `resume` continues a split fan-out.
+    pub fn plan(
+        &self,
+        view: &dyn ReadView,
+        event: &Event,
+        body: &[u8],
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
+        let graph = StoreGraph::new(view, self.projection);
+        match event {
+            Event::Activity(a) => self.activity(view, &graph, a, body, resume),
+            Event::Retraction(r) => self.retraction(view, &graph, r, resume),
+            Event::Update(u) => self.update(view, u),
+            Event::Graph(g) => self.graph(view, &graph, g),
+        }
+    }
+
+    /// Applies `event` completely, one committed batch per step (no offsets: for tools and
+    /// tests; the consume loop commits steps with its offsets instead).
+    pub fn apply(
+        &self,
+        store: &dyn Store,
+        event: &Event,
+        body: &[u8],
+    ) -> Result<u64, ProjectError> {
+        let mut resume = self.stored_resume(&*store.snapshot()?, event)?;
+        let mut entries = 0;
+        loop {
+            let step = self.plan(&*store.snapshot()?, event, body, resume)?;
+            entries += step.plan.entries;
+            resume = step.resume();
+            let mut batch = WriteBatch::new();
+            batch.extend(step.plan.mutations);
+            store.commit(batch)?;
+            if resume.is_none() {
+                return Ok(entries);
+            }
+        }
+    }
+
+    fn activity(
+        &self,
+        view: &dyn ReadView,
+        graph: &StoreGraph<'_>,
+        a: &Activity,
+        body: &[u8],
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
+        if resume.is_none() {
+            if let Some(old) = view.get(&messages::key(self.projection, a.id))? {
+                if matches!(MessageValue::parse(&old), MessageValue::Retracted { .. }) {
+                    return Ok(Step {
+                        plan: Plan::default(),
+                        noop: Some("activity was already retracted"),
+                    });
+                }
+            }
+        }
+        let plan = fanout::plan_activity(
+            self.projection,
+            a,
+            body.to_vec(),
+            graph,
+            &self.fanout,
+            resume,
+        )?;
+        Ok(Step { plan, noop: None })
+    }
+
+    /// The stored activity `id`, or why there is none.
+    fn stored_activity(
+        &self,
+        view: &dyn ReadView,
+        id: tidings_core::EventId,
+    ) -> Result<Result<Activity, &'static str>, ProjectError> {
+        let Some(raw) = view.get(&messages::key(self.projection, id))? else {
+            return Ok(Err("unknown activity"));
+        };
+        match MessageValue::parse(&raw) {
+            MessageValue::Retracted { .. } => Ok(Err("activity already retracted")),
+            MessageValue::Body(b) => match tidings_schemas::decode(b) {
+                Ok(Event::Activity(a)) => Ok(Ok(a)),
+                Ok(_) => Ok(Err("stored body is not an activity")),
+                Err(e) => Err(ProjectError::Rejected(format!(
+                    "stored body of {id} cannot be decoded: {e}"
+                ))),
+            },
+        }
+    }
+
+    fn retraction(
+        &self,
+        view: &dyn ReadView,
+        graph: &StoreGraph<'_>,
+        r: &Retraction,
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
+        let original = if resume.is_some() {
+            // Mid-way through removing a large fan-out the body is already a tombstone: the
+            // first step saved the placement beside the cursor.
+            None
+        } else {
+            Some(self.stored_activity(view, r.activity_id)?)
+        };
+        let a = match original {
+            Some(Ok(a)) => a,
+            Some(Err(why)) => {
+                return Ok(Step {
+                    plan: Plan::default(),
+                    noop: Some(why),
+                })
+            }
+            None => {
+                return self.retraction_resume(view, graph, r, resume);
+            }
+        };
+        if a.actor != r.actor {
+            return Err(ProjectError::Rejected(format!(
+                "user {} cannot retract activity {} of user {}",
+                r.actor, a.id, a.actor
+            )));
+        }
+        let place = Placement::from(&a);
+        let mut plan =
+            fanout::plan_retraction(self.projection, r, &place, graph, &self.fanout, None)?;
+        if plan.resume.is_some() {
+            // Remember where the activity sat, so a resumed removal can find the entries.
+            plan.mutations.push(tidings_core::Mutation::Set {
+                key: keys::fanout::placement(self.projection, r.activity_id),
+                value: place.encode(),
+            });
+        }
+        Ok(Step { plan, noop: None })
+    }
+
+    fn retraction_resume(
+        &self,
+        view: &dyn ReadView,
+        graph: &StoreGraph<'_>,
+        r: &Retraction,
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
+        let key = keys::fanout::placement(self.projection, r.activity_id);
+        let Some(place) = view
+            .get(&key)?
+            .and_then(|v| Placement::decode(r.activity_id, &v))
+        else {
+            return Ok(Step {
+                plan: Plan::default(),
+                noop: Some("retraction progress lost its placement"),
+            });
+        };
+        let mut plan =
+            fanout::plan_retraction(self.projection, r, &place, graph, &self.fanout, resume)?;
+        if plan.resume.is_none() {
+            plan.mutations.push(tidings_core::Mutation::Clear { key });
+        }
+        Ok(Step { plan, noop: None })
+    }
+
+    fn update(&self, view: &dyn ReadView, u: &Update) -> Result<Step, ProjectError> {
+        let mut a = match self.stored_activity(view, u.activity_id)? {
+            Ok(a) => a,
+            Err(why) => {
+                return Ok(Step {
+                    plan: Plan::default(),
+                    noop: Some(why),
+                })
+            }
+        };
+        if a.actor != u.actor {
+            return Err(ProjectError::Rejected(format!(
+                "user {} cannot update activity {} of user {}",
+                u.actor, a.id, a.actor
+            )));
+        }
+        if let Some(t) = &u.text {
+            a.text = t.clone();
+        }
+        a.attributes.extend(u.attributes.clone());
+        let body = tidings_schemas::encode(&Event::Activity(a));
+        Ok(Step {
+            plan: fanout::plan_update(self.projection, u.activity_id, body),
+            noop: None,
+        })
+    }
+
+    fn graph(
+        &self,
+        view: &dyn ReadView,
+        graph: &StoreGraph<'_>,
+        g: &GraphChange,
+    ) -> Result<Step, ProjectError> {
+        let exists = view
+            .get(&fanout::graph_edge_key(self.projection, g))?
+            .is_some();
+        let mut plan = fanout::plan_graph(self.projection, g, exists);
+        if g.op == GraphOp::Follow
+            && !exists
+            && self.backfill > 0
+            && graph.follower_count(g.subject)? < self.fanout.hybrid_threshold
+        {
+            let sub = feed::feed(self.projection, g.subject, FeedKind::User);
+            let (b, e) = sub.range();
+            let rows = view.range(&b, &e, RangeOptions::reverse(self.backfill))?;
+            let items: Vec<_> = rows
+                .iter()
+                .filter_map(|(k, v)| Some((feed::parse_key(&sub, k)?, FeedEntry::decode(v)?)))
+                .collect();
+            let back = fanout::plan_backfill(self.projection, g.actor, &items);
+            plan.entries += back.entries;
+            plan.mutations.extend(back.mutations);
+        }
+        Ok(Step { plan, noop: None })
+    }
+}

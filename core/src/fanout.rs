@@ -1,0 +1,422 @@
+//! Fan-out planning: (event, graph view) → the writes that apply it.
+//!
+//! Pure functions. The consumer gives them a [`GraphView`] backed by a store snapshot, commits
+//! the returned [`Plan`] in one batch with its offset, and calls again with [`Plan::resume`]
+//! while a fan-out is too large for one batch. Every key written derives from the event, so
+//! planning the same event twice yields the same writes (idempotent replays).
+//!
+//! An activity by `actor` writes:
+//! - its body once: `(p, "msg", id)`;
+//! - the actor's user feed and the actor's own home feed;
+//! - a notification entry for each explicit recipient in `to` (not the actor);
+//! - a home entry for each follower — unless the actor has more than
+//!   [`FanoutConfig::hybrid_threshold`] followers, in which case readers pull the actor's user
+//!   feed at read time (hybrid push/pull) and nothing is pushed;
+//! - one feed-version bump per feed touched.
+//!
+//! Retractions remove the same entries (the body becomes a tombstone first, so readers stop
+//! showing it at once); updates change only the body. Graph changes write both directions of an
+//! edge and the counts, only when the edge actually changes, so a repeated follow counts once.
+
+use crate::event::{Activity, EventId, GraphChange, GraphOp, Retraction, UserId};
+use crate::keys::feed::{self, FeedEntry, FeedKind, Position, Reason};
+use crate::keys::graph::{self, Count, Edge};
+use crate::keys::{fanout, fver, messages, Projection};
+use crate::write::{encode_i64, Mutation};
+
+/// Tunables of fan-out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanoutConfig {
+    /// Authors with more followers than this are not pushed; readers pull them.
+    pub hybrid_threshold: u64,
+    /// Most follower entries written per plan step (bounds the batch size: ~80 B each).
+    pub max_entries_per_step: usize,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            hybrid_threshold: 10_000,
+            max_entries_per_step: 5_000,
+        }
+    }
+}
+
+/// What fan-out needs to know about the graph. Implemented over a store snapshot by the
+/// consumers, and over plain maps in tests.
+pub trait GraphView {
+    /// The error of the backing store.
+    type Error;
+    /// How many users follow `user`.
+    fn follower_count(&self, user: UserId) -> Result<u64, Self::Error>;
+    /// Up to `limit` followers of `user` with ids greater than `after`, in id order.
+    fn followers_after(
+        &self,
+        user: UserId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, Self::Error>;
+}
+
+/// One step of applying an event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The writes of this step.
+    pub mutations: Vec<Mutation>,
+    /// Index entries written (or removed) by this step.
+    pub entries: u64,
+    /// `Some(last follower done)` if the event needs another step; the progress key holding
+    /// it is already among `mutations`.
+    pub resume: Option<UserId>,
+}
+
+impl Plan {
+    fn entry(
+        &mut self,
+        p: Projection,
+        owner: UserId,
+        kind: FeedKind,
+        pos: Position,
+        e: &FeedEntry,
+    ) {
+        self.mutations.push(Mutation::Set {
+            key: feed::key(p, owner, kind, pos),
+            value: e.encode(),
+        });
+        self.mutations.push(fver::bump(p, owner, kind));
+        self.entries += 1;
+    }
+
+    fn unentry(&mut self, p: Projection, owner: UserId, kind: FeedKind, pos: Position) {
+        self.mutations.push(Mutation::Clear {
+            key: feed::key(p, owner, kind, pos),
+        });
+        self.mutations.push(fver::bump(p, owner, kind));
+        self.entries += 1;
+    }
+}
+
+/// The facts of an activity that locate its index entries: enough to write or remove them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Activity id.
+    pub id: EventId,
+    /// Author.
+    pub actor: UserId,
+    /// Activity time (the index position).
+    pub time_ms: i64,
+    /// Verb, for the entry value.
+    pub verb: String,
+    /// Object, for the entry value.
+    pub object: String,
+    /// Explicit recipients.
+    pub to: Vec<UserId>,
+}
+
+impl From<&Activity> for Placement {
+    fn from(a: &Activity) -> Self {
+        Placement {
+            id: a.id,
+            actor: a.actor,
+            time_ms: a.time_ms,
+            verb: a.verb.clone(),
+            object: a.object.clone(),
+            to: a.to.clone(),
+        }
+    }
+}
+
+impl Placement {
+    /// Encodes the placement (kept while a large retraction is under way):
+    /// `time_ms:i64LE n:u32LE to:[i64LE; n] entry:FeedEntry`.
+    pub fn encode(&self) -> Vec<u8> {
+        let entry = self.entry(Reason::Own).encode();
+        let mut v = Vec::with_capacity(12 + self.to.len() * 8 + entry.len());
+        v.extend_from_slice(&self.time_ms.to_le_bytes());
+        v.extend_from_slice(&(self.to.len() as u32).to_le_bytes());
+        for r in &self.to {
+            v.extend_from_slice(&r.to_le_bytes());
+        }
+        v.extend_from_slice(&entry);
+        v
+    }
+
+    /// Decodes [`Placement::encode`] for activity `id`.
+    pub fn decode(id: EventId, v: &[u8]) -> Option<Placement> {
+        let time_ms = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+        let n = u32::from_le_bytes(v.get(8..12)?.try_into().ok()?) as usize;
+        let body_at = n.checked_mul(8)?.checked_add(12)?;
+        let to = v
+            .get(12..body_at)?
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        let entry = FeedEntry::decode(v.get(body_at..)?)?;
+        Some(Placement {
+            id,
+            actor: entry.actor,
+            time_ms,
+            verb: entry.verb,
+            object: entry.object,
+            to,
+        })
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            time_ms: self.time_ms,
+            id: self.id,
+        }
+    }
+
+    fn entry(&self, reason: Reason) -> FeedEntry {
+        FeedEntry {
+            actor: self.actor,
+            verb: self.verb.clone(),
+            object: self.object.clone(),
+            reason,
+        }
+    }
+
+    /// Distinct notification recipients, in order, without the actor.
+    fn recipients(&self) -> Vec<UserId> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.to
+            .iter()
+            .copied()
+            .filter(|r| *r != self.actor && seen.insert(*r))
+            .collect()
+    }
+}
+
+/// Plans (one step of) an activity's fan-out. `body` is the encoded activity to store;
+/// `resume` is the cursor from the progress key (or from the previous step).
+pub fn plan_activity<G: GraphView>(
+    p: Projection,
+    a: &Activity,
+    body: Vec<u8>,
+    graph: &G,
+    cfg: &FanoutConfig,
+    resume: Option<UserId>,
+) -> Result<Plan, G::Error> {
+    let place = Placement::from(a);
+    let mut plan = Plan::default();
+    if resume.is_none() {
+        plan.mutations.push(Mutation::Set {
+            key: messages::key(p, a.id),
+            value: body,
+        });
+        own_entries(p, &place, &mut plan, true);
+    }
+    followers_step(p, &place, graph, cfg, resume, &mut plan, true)?;
+    Ok(plan)
+}
+
+/// Plans (one step of) removing a retracted activity, given where it was placed. The first
+/// step replaces the body by a tombstone, so readers hide the activity at once.
+pub fn plan_retraction<G: GraphView>(
+    p: Projection,
+    r: &Retraction,
+    place: &Placement,
+    graph: &G,
+    cfg: &FanoutConfig,
+    resume: Option<UserId>,
+) -> Result<Plan, G::Error> {
+    let mut plan = Plan::default();
+    if resume.is_none() {
+        plan.mutations.push(Mutation::Set {
+            key: messages::key(p, place.id),
+            value: messages::tombstone(r.time_ms),
+        });
+        own_entries(p, place, &mut plan, false);
+    }
+    followers_step(p, place, graph, cfg, resume, &mut plan, false)?;
+    Ok(plan)
+}
+
+/// The writes of an update: the new body only (index entries carry no body fields).
+pub fn plan_update(p: Projection, id: EventId, new_body: Vec<u8>) -> Plan {
+    Plan {
+        mutations: vec![Mutation::Set {
+            key: messages::key(p, id),
+            value: new_body,
+        }],
+        entries: 0,
+        resume: None,
+    }
+}
+
+fn own_entries(p: Projection, place: &Placement, plan: &mut Plan, add: bool) {
+    let pos = place.position();
+    let mut targets = vec![
+        (place.actor, FeedKind::User, Reason::Own),
+        (place.actor, FeedKind::Home, Reason::Own),
+    ];
+    targets.extend(
+        place
+            .recipients()
+            .into_iter()
+            .map(|r| (r, FeedKind::Notifications, Reason::Mention)),
+    );
+    for (owner, kind, reason) in targets {
+        if add {
+            plan.entry(p, owner, kind, pos, &place.entry(reason));
+        } else {
+            plan.unentry(p, owner, kind, pos);
+        }
+    }
+}
+
+fn followers_step<G: GraphView>(
+    p: Projection,
+    place: &Placement,
+    graph: &G,
+    cfg: &FanoutConfig,
+    resume: Option<UserId>,
+    plan: &mut Plan,
+    add: bool,
+) -> Result<(), G::Error> {
+    if graph.follower_count(place.actor)? > cfg.hybrid_threshold {
+        // Pulled at read time; clear any cursor left by a threshold change mid-fan-out.
+        if resume.is_some() {
+            plan.mutations.push(fanout::clear(p, place.id));
+        }
+        return Ok(());
+    }
+    let limit = cfg.max_entries_per_step.max(1);
+    let batch = graph.followers_after(place.actor, resume, limit + 1)?;
+    let more = batch.len() > limit;
+    let pos = place.position();
+    let entry = place.entry(Reason::Follow);
+    let mut last = resume;
+    for f in batch.into_iter().take(limit) {
+        if add {
+            plan.entry(p, f, FeedKind::Home, pos, &entry);
+        } else {
+            plan.unentry(p, f, FeedKind::Home, pos);
+        }
+        last = Some(f);
+    }
+    if more {
+        let last = last.unwrap_or(UserId::MIN);
+        plan.mutations.push(fanout::set(p, place.id, last));
+        plan.resume = Some(last);
+    } else if resume.is_some() {
+        plan.mutations.push(fanout::clear(p, place.id));
+    }
+    Ok(())
+}
+
+/// The key a graph change depends on: the edge whose presence decides what it writes.
+pub fn graph_edge_key(p: Projection, g: &GraphChange) -> Vec<u8> {
+    let set = match g.op {
+        GraphOp::Follow | GraphOp::Unfollow => Edge::Follower,
+        GraphOp::Block | GraphOp::Unblock => Edge::Block,
+        GraphOp::Mute | GraphOp::Unmute => Edge::Mute,
+    };
+    match set {
+        Edge::Follower => graph::edge(p, set, g.subject, g.actor),
+        _ => graph::edge(p, set, g.actor, g.subject),
+    }
+}
+
+/// Plans a graph change given whether its edge ([`graph_edge_key`]) exists now. A change that
+/// would not change the edge writes nothing, so counts stay exact under repeats.
+pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
+    let mut plan = Plan::default();
+    let since = encode_i64(g.time_ms);
+    let (a, b) = (g.actor, g.subject);
+    let m = &mut plan.mutations;
+    match (g.op, edge_exists) {
+        (GraphOp::Follow, false) => {
+            m.push(Mutation::Set {
+                key: graph::edge(p, Edge::Follower, b, a),
+                value: since.clone(),
+            });
+            m.push(Mutation::Set {
+                key: graph::edge(p, Edge::Following, a, b),
+                value: since,
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, b, Count::Followers),
+                delta: 1,
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, a, Count::Following),
+                delta: 1,
+            });
+            m.push(fver::bump(p, a, FeedKind::Home));
+        }
+        (GraphOp::Unfollow, true) => {
+            m.push(Mutation::Clear {
+                key: graph::edge(p, Edge::Follower, b, a),
+            });
+            m.push(Mutation::Clear {
+                key: graph::edge(p, Edge::Following, a, b),
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, b, Count::Followers),
+                delta: -1,
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, a, Count::Following),
+                delta: -1,
+            });
+            m.push(fver::bump(p, a, FeedKind::Home));
+        }
+        (GraphOp::Block, false) | (GraphOp::Mute, false) => {
+            let set = if g.op == GraphOp::Block {
+                Edge::Block
+            } else {
+                Edge::Mute
+            };
+            m.push(Mutation::Set {
+                key: graph::edge(p, set, a, b),
+                value: since,
+            });
+            for kind in FeedKind::ALL {
+                m.push(fver::bump(p, a, kind));
+            }
+        }
+        (GraphOp::Unblock, true) | (GraphOp::Unmute, true) => {
+            let set = if g.op == GraphOp::Unblock {
+                Edge::Block
+            } else {
+                Edge::Mute
+            };
+            m.push(Mutation::Clear {
+                key: graph::edge(p, set, a, b),
+            });
+            for kind in FeedKind::ALL {
+                m.push(fver::bump(p, a, kind));
+            }
+        }
+        _ => {}
+    }
+    plan
+}
+
+/// Plans copying a followee's recent items into a new follower's home feed (follow
+/// backfill). `items` are positions and entries read from the followee's user feed.
+pub fn plan_backfill(p: Projection, follower: UserId, items: &[(Position, FeedEntry)]) -> Plan {
+    let mut plan = Plan::default();
+    for (pos, e) in items {
+        let entry = FeedEntry {
+            reason: Reason::Follow,
+            ..e.clone()
+        };
+        plan.mutations.push(Mutation::Set {
+            key: feed::key(p, follower, FeedKind::Home, *pos),
+            value: entry.encode(),
+        });
+        plan.entries += 1;
+    }
+    if !items.is_empty() {
+        plan.mutations.push(fver::bump(p, follower, FeedKind::Home));
+    }
+    plan
+}
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

@@ -1,0 +1,42 @@
+//! Feed version keyspace: one counter per feed, the cache validator.
+//!
+//! ```text
+//! key:   (p, "fver", owner: int, kind: int)
+//! value: i64 LE, incremented by atomic add on every change to that feed
+//! ```
+//!
+//! Every mutation of a feed's index (insert, removal, trim, graph change that alters what the
+//! feed shows) adds 1 in the same batch. A cached page remembers the version it was built at;
+//! one point read tells whether it is still valid. Being an atomic add, concurrent writers never
+//! conflict on it.
+
+use super::{keyspace, Projection};
+use crate::event::UserId;
+use crate::keys::feed::FeedKind;
+use crate::write::Mutation;
+
+/// The version key of one feed.
+pub fn key(p: Projection, owner: UserId, kind: FeedKind) -> Vec<u8> {
+    keyspace(p, "fver").pack(&(owner, kind.code()))
+}
+
+/// The mutation that bumps a feed's version.
+pub fn bump(p: Projection, owner: UserId, kind: FeedKind) -> Mutation {
+    Mutation::Add {
+        key: key(p, owner, kind),
+        delta: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes() {
+        assert_eq!(
+            key(1, 300, FeedKind::Notifications),
+            vec![0x15, 0x01, 0x02, b'f', b'v', b'e', b'r', 0x00, 0x16, 0x01, 0x2c, 0x15, 0x02]
+        );
+    }
+}

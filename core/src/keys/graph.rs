@@ -1,0 +1,115 @@
+//! Graph keyspace: the follow graph both ways, blocks, mutes, and counts.
+//!
+//! ```text
+//! (p, "fwr", followee, follower) → since_ms i64 LE   followers of a user, in id order
+//! (p, "fwg", follower, followee) → since_ms i64 LE   whom a user follows
+//! (p, "blk", blocker, blocked)   → since_ms i64 LE
+//! (p, "mut", muter, muted)       → since_ms i64 LE
+//! (p, "cnt", user, "followers")  → i64 LE (atomic add)
+//! (p, "cnt", user, "following")  → i64 LE (atomic add)
+//! ```
+//!
+//! Both directions of a follow are written in one batch: `fwr` drives fan-out (a range read of
+//! followers, resumable by follower id), `fwg` drives read-time filtering and the hybrid pull of
+//! high-follower authors. Counts let fan-out decide push vs pull with one point read.
+
+use foundationdb_tuple::Subspace;
+
+use super::{keyspace, Projection};
+use crate::event::UserId;
+
+/// Which edge set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Edge {
+    /// `(p, "fwr", followee, follower)`.
+    Follower,
+    /// `(p, "fwg", follower, followee)`.
+    Following,
+    /// `(p, "blk", blocker, blocked)`.
+    Block,
+    /// `(p, "mut", muter, muted)`.
+    Mute,
+}
+
+impl Edge {
+    fn name(self) -> &'static str {
+        match self {
+            Edge::Follower => "fwr",
+            Edge::Following => "fwg",
+            Edge::Block => "blk",
+            Edge::Mute => "mut",
+        }
+    }
+}
+
+/// The key of edge `a → b` in the given set.
+pub fn edge(p: Projection, set: Edge, a: UserId, b: UserId) -> Vec<u8> {
+    keyspace(p, set.name()).pack(&(a, b))
+}
+
+/// The subspace of all edges of `a` in the given set (e.g. all followers of `a`).
+pub fn edges_of(p: Projection, set: Edge, a: UserId) -> Subspace {
+    keyspace(p, set.name()).subspace(&(a,))
+}
+
+/// Decodes `b` from a key inside [`edges_of`]`(p, set, a)`.
+pub fn parse_edge(sub: &Subspace, key: &[u8]) -> Option<UserId> {
+    sub.unpack::<(UserId,)>(key).ok().map(|(b,)| b)
+}
+
+/// Which count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Count {
+    /// How many follow the user.
+    Followers,
+    /// How many the user follows.
+    Following,
+}
+
+/// The key of a user's count.
+pub fn count(p: Projection, user: UserId, what: Count) -> Vec<u8> {
+    let name = match what {
+        Count::Followers => "followers",
+        Count::Following => "following",
+    };
+    keyspace(p, "cnt").pack(&(user, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes() {
+        assert_eq!(
+            edge(1, Edge::Follower, 5, 6),
+            b"\x15\x01\x02fwr\x00\x15\x05\x15\x06"
+        );
+        assert_eq!(
+            edge(1, Edge::Following, 6, 5),
+            b"\x15\x01\x02fwg\x00\x15\x06\x15\x05"
+        );
+        assert_eq!(
+            edge(1, Edge::Block, 0, 1),
+            b"\x15\x01\x02blk\x00\x14\x15\x01"
+        );
+        assert_eq!(
+            edge(1, Edge::Mute, 1, 0),
+            b"\x15\x01\x02mut\x00\x15\x01\x14"
+        );
+        assert_eq!(
+            count(1, 5, Count::Followers),
+            b"\x15\x01\x02cnt\x00\x15\x05\x02followers\x00"
+        );
+    }
+
+    #[test]
+    fn followers_range_parses_in_id_order() {
+        let sub = edges_of(1, Edge::Follower, 5);
+        let (b, e) = sub.range();
+        let k1 = edge(1, Edge::Follower, 5, 2);
+        let k2 = edge(1, Edge::Follower, 5, 300);
+        assert!(b < k1 && k1 < k2 && k2 < e);
+        assert_eq!(parse_edge(&sub, &k2), Some(300));
+    }
+}

@@ -1,0 +1,66 @@
+//! The store key layout: one module per keyspace (DESIGN.md, "Keyspaces").
+//!
+//! Every key is a FoundationDB tuple (`foundationdb-tuple`), so keys sort by their elements and
+//! a prefix of a tuple is a range. All projection keyspaces live under a projection version
+//! `p` — `(p, "msg", …)`, `(p, "feed", …)` — so a rebuild can write version N+1 while N serves;
+//! only [`meta`] lives outside any projection, and names the live one.
+//!
+//! | module | key | value |
+//! |---|---|---|
+//! | [`messages`] | `(p, "msg", event_id)` | activity body (Avro single object) or a tombstone |
+//! | [`feed`] | `(p, "feed", owner, kind, time_ms, event_id)` | [`feed::FeedEntry`] (~30–40 B) |
+//! | [`fver`] | `(p, "fver", owner, kind)` | i64 LE, atomic add per change |
+//! | [`graph`] | `(p, "fwr"/"fwg"/"blk"/"mut", a, b)`, `(p, "cnt", user, what)` | since (i64 LE) / count |
+//! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |
+//! | [`fanout`] | `(p, "fan", event_id)` | cursor of an unfinished fan-out |
+//! | [`meta`] | `("meta", name)` | active projection version, layout version |
+//!
+//! Values that are counters are 8-byte little-endian i64, the encoding of FoundationDB's atomic
+//! `ADD`, on every backend.
+
+pub mod fanout;
+pub mod feed;
+pub mod fver;
+pub mod graph;
+pub mod messages;
+pub mod meta;
+pub mod offsets;
+
+use foundationdb_tuple::{pack, Subspace};
+
+/// A projection version: the first element of every projection key.
+pub type Projection = i64;
+
+/// The subspace `(p,)` holding everything of projection `p`; clearing its range drops it.
+pub fn projection(p: Projection) -> Subspace {
+    Subspace::from_bytes(pack(&(p,)))
+}
+
+/// The subspace `(p, name)` of one keyspace of projection `p`.
+pub(crate) fn keyspace(p: Projection, name: &str) -> Subspace {
+    Subspace::from_bytes(pack(&(p, name)))
+}
+
+/// The keyspaces of a projection, by the short name in their keys, for digests and backups.
+pub const KEYSPACES: [&str; 10] = [
+    "msg", "feed", "fver", "fwr", "fwg", "blk", "mut", "cnt", "off", "fan",
+];
+
+/// `(begin, end)` of keyspace `name` in projection `p`.
+pub fn keyspace_range(p: Projection, name: &str) -> (Vec<u8>, Vec<u8>) {
+    keyspace(p, name).range()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_prefix_bytes() {
+        // (1,) — int 1 is 0x15 0x01 in the tuple layer.
+        assert_eq!(projection(1).bytes(), &[0x15, 0x01]);
+        let (b, e) = keyspace_range(2, "msg");
+        assert_eq!(b, [0x15, 0x02, 0x02, b'm', b's', b'g', 0x00, 0x00]);
+        assert_eq!(e, [0x15, 0x02, 0x02, b'm', b's', b'g', 0x00, 0xff]);
+    }
+}

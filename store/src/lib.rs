@@ -1,0 +1,98 @@
+//! # tidings-store
+//!
+//! The `Store` port and its adapters. The port is shaped on FoundationDB so code that passes on
+//! the embedded backend also holds on a cluster:
+//!
+//! - a read is a [`ReadView`]: one consistent snapshot offering get, multi-get and range
+//!   (limit, reverse), living at most [`limits::READ_VIEW_LIFETIME`] (FDB's 5 s);
+//! - a write is one atomic [`WriteBatch`]: set, clear, clear-range, atomic i64 add (FDB `ADD`,
+//!   little-endian) and preconditions ("key still holds V"), checked atomically with the write —
+//!   [`Error::Conflict`] if one fails;
+//! - FDB's size limits ([`limits`]) are enforced by every backend, before anything is written.
+//!
+//! Backends are chosen at run time by URL ([`open`]): `rocksdb:PATH` (the embedded default,
+//! [`rocks`]) or `fdb:CLUSTER_FILE` (cargo feature `fdb`). [`conformance`] is the one test
+//! suite every backend must pass.
+//!
+//! Non-goals: key layout (that is `tidings_core::keys`), long-running scans in one snapshot
+//! (page with a fresh view instead, as FDB requires).
+
+pub mod batch;
+pub mod conformance;
+mod error;
+#[cfg(feature = "fdb")]
+pub mod fdb;
+pub mod limits;
+pub mod rocks;
+mod url;
+
+use std::fmt;
+
+pub use batch::{Precondition, WriteBatch};
+pub use error::{Error, Result};
+pub use tidings_core::write::Mutation;
+pub use url::{open, StoreUrl};
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// How a range read walks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// Most pairs returned; 0 means no limit (use only on ranges known to be small).
+    pub limit: usize,
+    /// Walk from the end of the range backwards (newest first in a feed).
+    pub reverse: bool,
+}
+
+impl RangeOptions {
+    /// Forward, at most `limit`.
+    pub fn forward(limit: usize) -> Self {
+        RangeOptions {
+            limit,
+            reverse: false,
+        }
+    }
+
+    /// Backward, at most `limit`.
+    pub fn reverse(limit: usize) -> Self {
+        RangeOptions {
+            limit,
+            reverse: true,
+        }
+    }
+}
+
+/// One consistent snapshot of the store.
+pub trait ReadView {
+    /// The value of `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The values of `keys`, in order.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Pairs with `begin <= key < end`, in key order (or reverse), at most `opts.limit`.
+    fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>>;
+}
+
+/// The store port: snapshots to read, atomic batches to write.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Opens a consistent read view at the latest committed state.
+    fn snapshot(&self) -> Result<Box<dyn ReadView + '_>>;
+
+    /// Commits a batch atomically: all of it or, on error, none of it.
+    fn commit(&self, batch: WriteBatch) -> Result<()>;
+
+    /// The backend's name (`rocksdb`, `fdb`), for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Estimated bytes stored in `begin..end` (for the store-size metric and progress bars).
+    fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64>;
+}
+
+impl dyn Store {
+    /// Convenience: one point read in a fresh view.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snapshot()?.get(key)
+    }
+}

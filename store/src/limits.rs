@@ -1,0 +1,63 @@
+//! FoundationDB's limits, enforced by every backend so nothing that passes on RocksDB fails on
+//! a cluster. See <https://apple.github.io/foundationdb/known-limitations.html>.
+
+use std::time::Duration;
+
+use crate::batch::WriteBatch;
+use crate::error::{Error, Result};
+
+/// Largest key, bytes.
+pub const MAX_KEY: usize = 10_000;
+/// Largest value, bytes.
+pub const MAX_VALUE: usize = 100_000;
+/// Largest batch (keys + values of every mutation and precondition), bytes.
+pub const MAX_BATCH: usize = 10_000_000;
+/// Batch size to aim for; above it FDB commits get slow.
+pub const TARGET_BATCH: usize = 1_000_000;
+/// Longest life of a read view (FDB's transaction read version).
+pub const READ_VIEW_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Checks a key's size.
+pub fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY {
+        return Err(Error::KeyTooLarge {
+            size: key.len(),
+            limit: MAX_KEY,
+        });
+    }
+    Ok(())
+}
+
+/// Checks every size in a batch.
+pub fn check_batch(batch: &WriteBatch) -> Result<()> {
+    use tidings_core::Mutation;
+    for m in &batch.mutations {
+        match m {
+            Mutation::Set { key, value } => {
+                check_key(key)?;
+                if value.len() > MAX_VALUE {
+                    return Err(Error::ValueTooLarge {
+                        size: value.len(),
+                        limit: MAX_VALUE,
+                    });
+                }
+            }
+            Mutation::Clear { key } | Mutation::Add { key, .. } => check_key(key)?,
+            Mutation::ClearRange { begin, end } => {
+                check_key(begin)?;
+                check_key(end)?;
+            }
+        }
+    }
+    for p in &batch.preconditions {
+        check_key(&p.key)?;
+    }
+    let size = batch.size();
+    if size > MAX_BATCH {
+        return Err(Error::BatchTooLarge {
+            size,
+            limit: MAX_BATCH,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `tidings bench …`: benchmarks that print their figures, run on purpose (never in tests).
+
+mod report;
+mod store;
+
+use clap::Subcommand;
+
+pub use report::Report;
+
+/// Which benchmark.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Raw store throughput: index-entry batch writes and 20-entry page reads.
+    Store(store::StoreArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Store(args) => store::run(args),
+    }
+}

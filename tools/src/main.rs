@@ -1,0 +1,50 @@
+//! `tidings`: every subcommand of the activity-feed pipeline.
+//!
+//! `main` parses flags, sets up logging and calls into the libraries; the subcommands live in
+//! their own modules. Run `tidings --help` for the list.
+
+mod bench;
+mod demo;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// tidings: an event-sourced activity-feed pipeline (Kafka → fan-out → FoundationDB-shaped store).
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `tidings=debug`.
+    #[arg(long, env = "TIDINGS_LOG", default_value = "warn", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a small end-to-end feed workload on the embedded store and prints a report.
+    Demo(demo::DemoArgs),
+    /// Measures throughput and latency; prints a table (and JSON with --json).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid --log filter {:?}: {e} (try `info` or `tidings=debug`)",
+                    cli.log
+                )
+            })?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
