@@ -85,11 +85,16 @@ fn index_entries(s: &dyn Store) -> usize {
         .len()
 }
 
+/// An empty RocksDB store in a temporary directory (kept alive by the returned guard).
+fn fresh_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    (dir, Arc::new(store))
+}
+
 #[test]
 fn follow_post_retract_update_through_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(RocksStore::open(dir.path(), RocksOptions::default()).unwrap());
+    let (_dir, store) = fresh_store();
     let s = &*store;
     let mut p = Projector::new(1);
     p.fanout.max_entries_per_step = 2; // force fan-outs over several batches
@@ -198,9 +203,7 @@ fn follow_post_retract_update_through_the_store() {
 
 #[test]
 fn follow_backfills_recent_items() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(RocksStore::open(dir.path(), RocksOptions::default()).unwrap());
+    let (_dir, store) = fresh_store();
     let s = &*store;
     let p = Projector::new(1);
     for n in 20..25 {
