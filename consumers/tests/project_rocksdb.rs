@@ -79,16 +79,16 @@ fn ids(s: &dyn Store, user: UserId, kind: FeedKind) -> Vec<EventId> {
 fn index_entries(s: &dyn Store) -> usize {
     let (b, e) = keys::keyspace_range(1, "feed");
     s.snapshot()
-        .unwrap()
+        .expect("snapshot")
         .range(&b, &e, RangeOptions::default())
-        .unwrap()
+        .expect("range over the feed keyspace")
         .len()
 }
 
 /// An empty RocksDB store in a temporary directory (kept alive by the returned guard).
 fn fresh_store() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
     (dir, Arc::new(store))
 }
 
