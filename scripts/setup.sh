@@ -5,6 +5,8 @@
 #   libclang-dev  bindgen, for librocksdb-sys (and foundationdb-sys with --features fdb)
 #   fastavro      the Python Avro library the schema interop tests use (plain Avro readers
 #                 and writers must accept tidings' .avsc files)
+#   confluent-kafka  the Python Kafka client the cross-language pipeline test produces with
+#   tansu 0.6.0   the local Kafka-API broker (crates.io; ~10 min on 2 cores, once per machine)
 set -euo pipefail
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
@@ -26,8 +28,23 @@ if ! python3 -c 'import fastavro' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages fastavro
 fi
 
+if ! python3 -c 'import confluent_kafka' >/dev/null 2>&1; then
+  log "installing confluent-kafka (PyPI) for the cross-language pipeline test"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages confluent-kafka
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   log "cargo not found: install a Rust toolchain (rustup) first"
   exit 1
+fi
+
+# The broker. Installed into the cargo bin directory; its build gets its own target directory
+# (kept, so a reinstall after a cache wipe is incremental) and never blocks tidings' builds.
+TANSU_VERSION=0.6.0
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  log "installing tansu $TANSU_VERSION, the local Kafka-API broker (about 10 minutes on 2 cores, once)"
+  CARGO_TARGET_DIR="$HOME/.cache/tidings-tansu-build" \
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --quiet
 fi
 log "ready"

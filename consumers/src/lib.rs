@@ -4,5 +4,7 @@
 //! using the pure planners of `tidings-core` and a [`graph::StoreGraph`] view of the follow
 //! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it.
 
+pub mod apply;
 pub mod graph;
+pub mod kafka;
 pub mod project;

@@ -5,5 +5,6 @@
 //! the HTTP API (axum) and the page cache build on it.
 
 pub mod feed;
+pub mod http;
 
 pub use feed::{read, FeedRequest, QueryError};

@@ -23,6 +23,7 @@ mod error;
 #[cfg(feature = "fdb")]
 pub mod fdb;
 pub mod limits;
+pub mod overlay;
 pub mod rocks;
 mod url;
 
@@ -30,6 +31,7 @@ use std::fmt;
 
 pub use batch::{Precondition, WriteBatch};
 pub use error::{Error, Result};
+pub use overlay::Overlay;
 pub use tidings_core::write::Mutation;
 pub use url::{open, StoreUrl};
 

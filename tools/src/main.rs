@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod pipeline;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the whole pipeline in one process: local broker (unless --brokers), ingest
+    /// gateway, consumers and query API on the embedded store.
+    Up(pipeline::UpArgs),
+    /// Runs the consumers alone against --brokers, on the embedded store.
+    Consume(pipeline::ConsumeCmd),
+    /// Manages tidings' Kafka topics.
+    #[command(subcommand)]
+    Topics(pipeline::TopicsCommand),
     /// Runs a small end-to-end feed workload on the embedded store and prints a report.
     Demo(demo::DemoArgs),
     /// Measures throughput and latency; prints a table (and JSON with --json).
@@ -44,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Up(args) => pipeline::up(args),
+        Command::Consume(args) => pipeline::consume(args),
+        Command::Topics(cmd) => pipeline::topics(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

@@ -1,0 +1,460 @@
+//! Exactly-once application of consumed records (DESIGN.md, "Exactly-once effects").
+//!
+//! [`Applier::apply`] takes records as polled from Kafka and turns them into store batches.
+//! Every batch carries, for each partition it advances, the new offset **and the precondition
+//! that the stored offset is still the one this consumer last saw**. So:
+//!
+//! - a crash before a commit loses nothing (the records are polled again from the stored
+//!   offset), a crash after it doubles nothing (records below the stored offset are skipped);
+//! - a zombie that lost its partition but still polls fails the precondition
+//!   ([`Outcome::Fenced`]) and must re-seek to the stored offset;
+//! - a fan-out too large for one batch is committed in steps; the offset stays on the event
+//!   until the last step, and the event's progress key tells a restart where to resume.
+//!
+//! Events in one batch are planned against an [`Overlay`] of the snapshot and the batch's own
+//! pending writes, so each event sees the ones before it exactly as if committed alone.
+//! Records that cannot be decoded or are rejected become dead letters, acknowledged by the
+//! dead-letter sink **before** the batch that moves the offset past them is committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tidings_core::event::Event;
+use tidings_core::keys::{self, Projection};
+use tidings_core::write::{decode_i64, encode_i64};
+use tidings_store::{Overlay, Store, WriteBatch};
+
+use crate::project::{ProjectError, Projector};
+
+/// Aim for store batches under this many bytes (FoundationDB's advice: under 1 MB).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// `(topic, partition)`.
+pub type TopicPartition = (String, i32);
+
+/// One consumed record, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Kafka key (the actor's id as decimal ASCII).
+    pub key: Option<Vec<u8>>,
+    /// The Avro single-object encoded event.
+    pub payload: Option<Vec<u8>>,
+    /// Broker or producer timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// Its topic and partition.
+    pub fn tp(&self) -> TopicPartition {
+        (self.topic.clone(), self.partition)
+    }
+}
+
+/// A record that could not be applied, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The record, as consumed.
+    pub record: Record,
+    /// A stable machine-readable reason (`bad_magic`, `unknown_fingerprint`, `invalid_field`,
+    /// `rejected`, …): the `reason` header and the metric label.
+    pub code: String,
+    /// What is wrong, for people.
+    pub reason: String,
+}
+
+/// Where dead letters go; [`DeadLetterSink::send`] returns once every letter is durable.
+pub trait DeadLetterSink {
+    /// Sends and waits for acknowledgement; an error means "not durable, do not move on".
+    fn send(&self, letters: &[DeadLetter]) -> Result<(), String>;
+}
+
+/// The expected stored offset per partition this consumer owns (`None`: nothing stored yet).
+pub type Positions = HashMap<TopicPartition, Option<i64>>;
+
+/// What one [`Applier::apply`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events applied.
+    pub events: u64,
+    /// Records sent to the dead letter topic.
+    pub dead: u64,
+    /// Records skipped because the store already had them (redelivery after a restart).
+    pub skipped: u64,
+    /// Feed index entries written or removed.
+    pub entries: u64,
+    /// Store batches committed.
+    pub batches: u64,
+}
+
+/// The result of applying a run of records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was applied (or skipped as already applied).
+    Done(Applied),
+    /// Another consumer moved a stored offset: this one no longer owns these partitions'
+    /// positions. The stored offsets are given; seek there. What was committed before the
+    /// conflict stays (it is in `applied`).
+    Fenced {
+        /// Work committed before the conflict.
+        applied: Applied,
+        /// The stored offsets of the partitions involved, to seek to.
+        stored: BTreeMap<TopicPartition, Option<i64>>,
+    },
+}
+
+/// Why applying stopped (nothing uncommitted is lost; retry the same records).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] tidings_store::Error),
+    /// The dead letter topic did not acknowledge.
+    #[error("dead letter topic: {0}")]
+    DeadLetters(String),
+}
+
+/// Running totals, shared with whoever reports progress.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events applied.
+    pub events: AtomicU64,
+    /// Dead letters.
+    pub dead: AtomicU64,
+    /// Redelivered records skipped.
+    pub skipped: AtomicU64,
+    /// Index entries written or removed.
+    pub entries: AtomicU64,
+    /// Store batches committed.
+    pub batches: AtomicU64,
+    /// Commits refused because another consumer had moved the offset.
+    pub fenced: AtomicU64,
+}
+
+impl Stats {
+    fn add(&self, a: &Applied) {
+        self.events.fetch_add(a.events, Ordering::Relaxed);
+        self.dead.fetch_add(a.dead, Ordering::Relaxed);
+        self.entries.fetch_add(a.entries, Ordering::Relaxed);
+        self.batches.fetch_add(a.batches, Ordering::Relaxed);
+    }
+}
+
+/// Applies records to one projection for one named consumer.
+#[derive(Debug, Clone)]
+pub struct Applier {
+    store: Arc<dyn Store>,
+    projector: Projector,
+    consumer: String,
+    stats: Arc<Stats>,
+}
+
+/// One store batch under construction.
+struct Pending {
+    batch: WriteBatch,
+    next: BTreeMap<TopicPartition, i64>,
+    dead: Vec<DeadLetter>,
+    applied: Applied,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            batch: WriteBatch::new(),
+            next: BTreeMap::new(),
+            dead: Vec::new(),
+            applied: Applied::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.next.is_empty() && self.dead.is_empty()
+    }
+}
+
+fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
+    DeadLetter {
+        record: record.clone(),
+        code: code.to_string(),
+        reason,
+    }
+}
+
+impl Applier {
+    /// An applier writing `projector.projection` under consumer name `consumer`.
+    pub fn new(store: Arc<dyn Store>, projector: Projector, consumer: impl Into<String>) -> Self {
+        Applier {
+            store,
+            projector,
+            consumer: consumer.into(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The running totals.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// The projection written.
+    pub fn projection(&self) -> Projection {
+        self.projector.projection
+    }
+
+    /// The consumer name offsets are stored under.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn offset_key(&self, tp: &TopicPartition) -> Vec<u8> {
+        keys::offsets::key(self.projector.projection, &self.consumer, &tp.0, tp.1)
+    }
+
+    /// The stored next offset of a partition (`None`: start from the beginning).
+    pub fn stored_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, ApplyError> {
+        let key = self.offset_key(&(topic.to_string(), partition));
+        Ok(self.store.snapshot()?.get(&key)?.map(|v| decode_i64(&v)))
+    }
+
+    /// Applies `records` (in poll order) exactly once. Records of partitions missing from
+    /// `positions` are ignored (not assigned to this consumer). `positions` is updated after
+    /// every commit.
+    pub fn apply(
+        &self,
+        positions: &mut Positions,
+        records: &[Record],
+        dlq: &dyn DeadLetterSink,
+    ) -> Result<Outcome, ApplyError> {
+        let mut total = Applied::default();
+        let mut i = 0;
+        while i < records.len() {
+            let snap = self.store.snapshot()?;
+            let mut overlay = Overlay::new(&*snap);
+            let mut p = Pending::new();
+            while i < records.len() && p.batch.size() < BATCH_BYTES {
+                let r = &records[i];
+                let tp = r.tp();
+                let Some(stored) = positions.get(&tp).copied() else {
+                    i += 1;
+                    continue;
+                };
+                let expected = p.next.get(&tp).copied().or(stored).unwrap_or(0);
+                if r.offset < expected {
+                    // Redelivered: the store has it. Counted now, as nothing is committed.
+                    total.skipped += 1;
+                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    continue;
+                }
+                let event = match r
+                    .payload
+                    .as_deref()
+                    .map(tidings_schemas::decode_and_validate)
+                {
+                    None => {
+                        p.dead.push(dead_letter(
+                            r,
+                            "empty_payload",
+                            "the record has no value".into(),
+                        ));
+                        p.next.insert(tp, r.offset + 1);
+                        i += 1;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        p.dead.push(dead_letter(r, e.reason_code(), e.to_string()));
+                        p.next.insert(tp, r.offset + 1);
+                        i += 1;
+                        continue;
+                    }
+                    Some(Ok(e)) => e,
+                };
+                let body = r.payload.as_deref().unwrap_or_default();
+                let resume = match self.projector.stored_resume(&overlay, &event) {
+                    Ok(r) => r,
+                    Err(ProjectError::Store(e)) => return Err(e.into()),
+                    Err(ProjectError::Rejected(why)) => {
+                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.next.insert(tp, r.offset + 1);
+                        i += 1;
+                        continue;
+                    }
+                };
+                let step = match self.projector.plan(&overlay, &event, body, resume) {
+                    Ok(s) => s,
+                    Err(ProjectError::Rejected(why)) => {
+                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.next.insert(tp, r.offset + 1);
+                        i += 1;
+                        continue;
+                    }
+                    Err(ProjectError::Store(e)) => return Err(e.into()),
+                };
+                if let Some(reason) = step.noop {
+                    tracing::debug!(id = %event.id(), reason, "event changed nothing");
+                }
+                p.applied.entries += step.plan.entries;
+                if let Some(cursor) = step.resume() {
+                    // Too large for one batch: commit what we have with this first step, the
+                    // offset left on this event, then the remaining steps one batch each.
+                    p.batch.extend(step.plan.mutations);
+                    p.next.insert(tp.clone(), r.offset);
+                    let done = std::mem::replace(&mut p, Pending::new());
+                    if let Some(stored) = self.commit(positions, done, dlq, &mut total)? {
+                        return Ok(Outcome::Fenced {
+                            applied: total,
+                            stored,
+                        });
+                    }
+                    if let Some(stored) = self.finish_fanout(
+                        positions,
+                        r,
+                        &event,
+                        body,
+                        Some(cursor),
+                        dlq,
+                        &mut total,
+                    )? {
+                        return Ok(Outcome::Fenced {
+                            applied: total,
+                            stored,
+                        });
+                    }
+                    i += 1;
+                    break;
+                }
+                overlay.apply(&step.plan.mutations);
+                p.batch.extend(step.plan.mutations);
+                p.next.insert(tp, r.offset + 1);
+                p.applied.events += 1;
+                i += 1;
+            }
+            drop(overlay);
+            drop(snap);
+            if !p.is_empty() {
+                if let Some(stored) = self.commit(positions, p, dlq, &mut total)? {
+                    return Ok(Outcome::Fenced {
+                        applied: total,
+                        stored,
+                    });
+                }
+            }
+        }
+        Ok(Outcome::Done(total))
+    }
+
+    /// The remaining steps of a split fan-out, each its own batch; the last one moves the
+    /// offset past the event.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_fanout(
+        &self,
+        positions: &mut Positions,
+        r: &Record,
+        event: &Event,
+        body: &[u8],
+        mut resume: Option<tidings_core::UserId>,
+        dlq: &dyn DeadLetterSink,
+        total: &mut Applied,
+    ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        while resume.is_some() {
+            let step = {
+                let snap = self.store.snapshot()?;
+                match self.projector.plan(&*snap, event, body, resume) {
+                    Ok(s) => s,
+                    Err(ProjectError::Store(e)) => return Err(e.into()),
+                    Err(ProjectError::Rejected(why)) => {
+                        // Cannot happen mid-way (the first step accepted the event); keep the
+                        // log moving rather than loop.
+                        let mut p = Pending::new();
+                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.next.insert(r.tp(), r.offset + 1);
+                        return self.commit(positions, p, dlq, total);
+                    }
+                }
+            };
+            resume = step.resume();
+            let mut p = Pending::new();
+            p.applied.entries = step.plan.entries;
+            p.batch.extend(step.plan.mutations);
+            if resume.is_none() {
+                p.next.insert(r.tp(), r.offset + 1);
+                p.applied.events = 1;
+            } else {
+                p.next.insert(r.tp(), r.offset);
+            }
+            if let Some(stored) = self.commit(positions, p, dlq, total)? {
+                return Ok(Some(stored));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends the batch's dead letters, then commits its writes with the offsets and their
+    /// preconditions. `Some(stored offsets)` when fenced.
+    fn commit(
+        &self,
+        positions: &mut Positions,
+        mut p: Pending,
+        dlq: &dyn DeadLetterSink,
+        total: &mut Applied,
+    ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        if !p.dead.is_empty() {
+            dlq.send(&p.dead).map_err(ApplyError::DeadLetters)?;
+            p.applied.dead += p.dead.len() as u64;
+            for d in &p.dead {
+                tracing::warn!(
+                    topic = %d.record.topic, partition = d.record.partition, offset = d.record.offset,
+                    code = %d.code, reason = %d.reason,
+                    "record sent to the dead letter topic"
+                );
+                metrics::counter!("tidings_dead_letters_total", "reason" => d.code.clone())
+                    .increment(1);
+            }
+        }
+        for (tp, next) in &p.next {
+            let key = self.offset_key(tp);
+            let expected = positions.get(tp).copied().flatten();
+            p.batch.require(key.clone(), expected.map(encode_i64));
+            p.batch.set(key, encode_i64(*next));
+        }
+        let started = Instant::now();
+        match self.store.commit(p.batch) {
+            Ok(()) => {
+                metrics::histogram!("tidings_batch_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for (tp, next) in p.next {
+                    positions.insert(tp, Some(next));
+                }
+                p.applied.batches = 1;
+                self.stats.add(&p.applied);
+                metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
+                metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
+                total.events += p.applied.events;
+                total.dead += p.applied.dead;
+                total.entries += p.applied.entries;
+                total.batches += 1;
+                Ok(None)
+            }
+            Err(e) if e.is_conflict() => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tidings_consumer_fenced_total").increment(1);
+                let view = self.store.snapshot()?;
+                let mut stored = BTreeMap::new();
+                for tp in p.next.keys() {
+                    let now = view.get(&self.offset_key(tp))?.map(|v| decode_i64(&v));
+                    positions.insert(tp.clone(), now);
+                    stored.insert(tp.clone(), now);
+                }
+                Ok(Some(stored))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

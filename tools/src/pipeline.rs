@@ -1,0 +1,367 @@
+//! The live pipeline's subcommands: `tidings up`, `tidings consume`, `tidings topics create`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tidings_consumers::apply::{Applier, Stats};
+use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
+use tidings_consumers::project::Projector;
+use tidings_core::keys::meta;
+use tidings_core::page::default_rules;
+use tidings_core::write::decode_i64;
+use tidings_producers::broker::{BrokerStorage, LocalBroker};
+use tidings_producers::topics::{self, Created, DEFAULT_PARTITIONS};
+use tidings_producers::{KafkaConfig, Producer, ProducerConfig, Topics};
+use tidings_store::rocks::{RocksOptions, RocksStore};
+use tidings_store::Store;
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port,…`). Without it, `up` starts the local broker.
+    #[arg(long, env = "TIDINGS_BROKERS")]
+    pub brokers: Option<String>,
+    /// Topic name prefix: topics are PREFIX.activities, PREFIX.graph, PREFIX.dlq.
+    #[arg(long, env = "TIDINGS_TOPIC_PREFIX", default_value = "tidings")]
+    pub topic_prefix: String,
+    /// Extra librdkafka setting, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-opt", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub kafka_opts: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE (a librdkafka property), got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!(
+            "expected KEY=VALUE with a non-empty key, got {s:?}"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+impl KafkaArgs {
+    fn config(&self, brokers: String) -> KafkaConfig {
+        KafkaConfig {
+            brokers,
+            extra: self.kafka_opts.clone(),
+        }
+    }
+
+    fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    fn required(&self) -> anyhow::Result<KafkaConfig> {
+        match &self.brokers {
+            Some(b) => Ok(self.config(b.clone())),
+            None => bail!("--brokers host:port (or TIDINGS_BROKERS) is required for this command"),
+        }
+    }
+}
+
+/// Consumer tunables shared by `up` and `consume`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    /// Consumer group; offsets are stored under this name.
+    #[arg(long, env = "TIDINGS_GROUP", default_value = "tidings-fanout")]
+    pub group: String,
+    /// Partition ownership: `group` (Kafka rebalancing) or static `I/N` (partitions p with
+    /// p % N == I).
+    #[arg(long, env = "TIDINGS_INSTANCE", default_value = "group")]
+    pub instance: Assignment,
+    /// Authors with more followers than this are not pushed (hybrid fan-out).
+    #[arg(long, env = "TIDINGS_HYBRID_THRESHOLD", default_value_t = 10_000)]
+    pub hybrid_threshold: u64,
+    /// Most index entries one store batch writes for one event; bigger fan-outs are split.
+    #[arg(long, env = "TIDINGS_FANOUT_STEP", default_value_t = 5_000)]
+    pub fanout_step: usize,
+    /// Recent items of a followee copied into a new follower's home feed.
+    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
+    pub backfill: usize,
+    /// Most records applied per poll.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_batch: usize,
+    /// Kafka session timeout in ms (a new group's first join waits about half of it on tansu).
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    /// After a restart or rebalance, re-read partitions from the start of the log and skip
+    /// what the store has, instead of fetching from the stored offset. Needed with tansu 0.6
+    /// (it skips the rest of a record batch when a fetch starts inside one); `tidings up`
+    /// turns it on for its local broker.
+    #[arg(long, env = "TIDINGS_REREAD_FROM_START")]
+    pub reread_from_start: bool,
+}
+
+impl ConsumeArgs {
+    fn applier(&self, store: Arc<dyn Store>) -> anyhow::Result<Applier> {
+        if self.fanout_step == 0 {
+            bail!("--fanout-step must be at least 1");
+        }
+        let active = store
+            .get(&meta::active())
+            .context("reading the active projection")?
+            .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v));
+        let mut projector = Projector::new(active);
+        projector.fanout.hybrid_threshold = self.hybrid_threshold;
+        projector.fanout.max_entries_per_step = self.fanout_step;
+        projector.backfill = self.backfill;
+        Ok(Applier::new(store, projector, self.group.clone()))
+    }
+
+    fn config(&self, kafka: KafkaConfig, topics: Topics) -> ConsumerConfig {
+        let mut c = ConsumerConfig::new(kafka);
+        c.topics = topics;
+        c.group = self.group.clone();
+        c.assignment = self.instance;
+        c.max_batch = self.max_batch.max(1);
+        c.session_timeout = Duration::from_millis(self.session_timeout_ms);
+        c.reread_from_start = self.reread_from_start;
+        c
+    }
+}
+
+/// `tidings topics …`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Creates tidings' topics that do not exist yet.
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Partitions of each new topic.
+        #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
+        partitions: i32,
+    },
+}
+
+/// Flags of `tidings consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeCmd {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    consume: ConsumeArgs,
+    /// The embedded store's directory.
+    #[arg(long, env = "TIDINGS_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// Exit after this many ms without a new record (batch use: catch up, then stop).
+    #[arg(long)]
+    exit_when_idle_ms: Option<u64>,
+    /// Print a JSON progress line to stdout at this interval (ms).
+    #[arg(long)]
+    progress_ms: Option<u64>,
+}
+
+/// Flags of `tidings up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    consume: ConsumeArgs,
+    /// Data directory: the embedded store (DATA/store) and the local broker's log (DATA/broker).
+    #[arg(long, env = "TIDINGS_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// HTTP address of the ingest gateway, the query API, /metrics and /health.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Partitions of topics `up` creates.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
+    partitions: i32,
+    /// Port of the local broker (0: a free one).
+    #[arg(long, env = "TIDINGS_BROKER_PORT", default_value_t = 0)]
+    broker_port: u16,
+    /// Keep the local broker's log in memory instead of DATA/broker (faster, not durable).
+    #[arg(long)]
+    broker_in_memory: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = data.join("store");
+    let s = RocksStore::open(&dir, RocksOptions::default()).with_context(|| {
+        format!(
+            "opening the embedded store at {} (is another tidings process using it?)",
+            dir.display()
+        )
+    })?;
+    Ok(Arc::new(s))
+}
+
+/// `tidings topics create`.
+pub fn topics(cmd: TopicsCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicsCommand::Create { kafka, partitions } => {
+            let cfg = kafka.required()?;
+            let created = runtime()?
+                .block_on(topics::create(&cfg, &kafka.topics(), partitions))
+                .map_err(anyhow::Error::msg)?;
+            for c in created {
+                match c {
+                    Created::New(t) => println!("created {t} ({partitions} partitions)"),
+                    Created::Existed(t) => println!("exists  {t} (left as it is)"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn progress_line(s: &Stats) -> String {
+    serde_json::json!({
+        "events": s.events.load(Ordering::Relaxed),
+        "dead": s.dead.load(Ordering::Relaxed),
+        "skipped": s.skipped.load(Ordering::Relaxed),
+        "entries": s.entries.load(Ordering::Relaxed),
+        "batches": s.batches.load(Ordering::Relaxed),
+        "fenced": s.fenced.load(Ordering::Relaxed),
+    })
+    .to_string()
+}
+
+/// `tidings consume`: the consumers alone, against `--brokers`.
+pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
+    let kafka = cmd.kafka.required()?;
+    let store = open_store(&cmd.data)?;
+    let applier = cmd.consume.applier(store)?;
+    let handle = kafka::spawn(cmd.consume.config(kafka, cmd.kafka.topics()), applier)?;
+    let stats = handle.stats();
+    let stop = ctrl_c_flag()?;
+    let mut last_change = Instant::now();
+    let mut last_seen = (0, 0, 0);
+    let tick = Duration::from_millis(cmd.progress_ms.unwrap_or(100).clamp(5, 10_000));
+    while !stop.load(Ordering::SeqCst) && !handle.finished() {
+        std::thread::sleep(tick);
+        let now = (
+            stats.events.load(Ordering::Relaxed),
+            stats.dead.load(Ordering::Relaxed) + stats.skipped.load(Ordering::Relaxed),
+            stats.batches.load(Ordering::Relaxed),
+        );
+        if now != last_seen {
+            last_seen = now;
+            last_change = Instant::now();
+        }
+        if cmd.progress_ms.is_some() {
+            println!("{}", progress_line(&stats));
+        }
+        if let Some(idle) = cmd.exit_when_idle_ms {
+            if last_change.elapsed() >= Duration::from_millis(idle) {
+                break;
+            }
+        }
+    }
+    handle.stop()?;
+    println!("{}", progress_line(&stats));
+    Ok(())
+}
+
+fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                });
+                f.store(true, Ordering::SeqCst);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(flag)
+}
+
+/// `tidings up`: broker (unless --brokers), ingest gateway, consumers and query API.
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let store = open_store(&args.data)?;
+    let _broker;
+    let kafka = match &args.kafka.brokers {
+        Some(b) => args.kafka.config(b.clone()),
+        None => {
+            let storage = if args.broker_in_memory {
+                BrokerStorage::Memory
+            } else {
+                BrokerStorage::Sqlite(args.data.join("broker"))
+            };
+            let port = if args.broker_port == 0 {
+                tidings_producers::broker::free_port()?
+            } else {
+                args.broker_port
+            };
+            let b = LocalBroker::start_on(storage, &args.data, port)?;
+            let k = args.kafka.config(b.bootstrap());
+            eprintln!("local broker (tansu) on {}", b.bootstrap());
+            _broker = b;
+            k
+        }
+    };
+    let topics = args.kafka.topics();
+    let rt = runtime()?;
+    for c in rt
+        .block_on(topics::create(&kafka, &topics, args.partitions))
+        .map_err(anyhow::Error::msg)?
+    {
+        if let Created::New(t) = c {
+            eprintln!("created topic {t} ({} partitions)", args.partitions);
+        }
+    }
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let applier = args.consume.applier(store.clone())?;
+    let mut ccfg = args.consume.config(kafka.clone(), topics.clone());
+    ccfg.reread_from_start |= args.kafka.brokers.is_none();
+    let consumer = kafka::spawn(ccfg, applier)?;
+    let mut pcfg = ProducerConfig::new(kafka.brokers.clone());
+    pcfg.kafka = kafka.clone();
+    pcfg.topics = topics;
+    let producer = Producer::new(pcfg)?;
+    let app = tidings_producers::gateway::router(producer)
+        .merge(tidings_query::http::router(store.clone(), default_rules()))
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (in use? try --listen)", args.listen))?;
+        eprintln!(
+            "tidings is up: http://{} (POST /v1/activities, GET /v1/feeds/{{user}}/home, /metrics, /health); Ctrl-C stops",
+            args.listen
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("stopping: draining the batch in flight");
+            })
+            .await
+            .context("HTTP server")
+    })?;
+    let stats = consumer.stats();
+    consumer.stop()?;
+    eprintln!("stopped cleanly; {}", progress_line(&stats));
+    Ok(())
+}

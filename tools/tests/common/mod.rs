@@ -1,0 +1,90 @@
+//! Shared by the pipeline tests: a real tansu broker per test, topics, stores and polling.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidings_core::keys::feed::FeedKind;
+use tidings_core::page::PageEntry;
+use tidings_core::{EventId, UserId};
+use tidings_producers::broker::{BrokerStorage, LocalBroker};
+use tidings_producers::{KafkaConfig, Producer, ProducerConfig, Topics};
+use tidings_query::FeedRequest;
+use tidings_store::rocks::{RocksOptions, RocksStore};
+use tidings_store::{RangeOptions, Store};
+
+pub const PARTITIONS: i32 = 4;
+
+/// A broker in memory with tidings' topics created.
+pub fn broker(tmp: &std::path::Path) -> LocalBroker {
+    let b = LocalBroker::start(BrokerStorage::Memory, tmp).expect(
+        "start tansu (installed by scripts/setup.sh; set TIDINGS_TANSU to use another binary)",
+    );
+    rt().block_on(tidings_producers::topics::create(
+        &b.kafka(),
+        &Topics::default(),
+        PARTITIONS,
+    ))
+    .expect("create topics");
+    b
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn producer(kafka: &KafkaConfig) -> Producer {
+    let mut c = ProducerConfig::new(kafka.brokers.clone());
+    c.delivery_timeout = Duration::from_secs(10);
+    Producer::new(c).unwrap()
+}
+
+pub fn store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(RocksStore::open(dir, RocksOptions::default()).expect("open RocksDB"))
+}
+
+/// Polls `cond` until it holds or `limit` passes; panics with `what`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// The ids in a flat page of `user`'s `kind` feed (up to 100).
+pub fn feed_ids(store: &dyn Store, user: UserId, kind: FeedKind) -> Vec<EventId> {
+    let req = FeedRequest {
+        user,
+        kind,
+        limit: 100,
+        cursor: None,
+        aggregate: false,
+    };
+    tidings_query::read(store, &req, &[])
+        .expect("read feed")
+        .entries
+        .into_iter()
+        .map(|e| match e {
+            PageEntry::Item(i) => i.id,
+            PageEntry::Group(g) => panic!("aggregate=false returned a group: {g:?}"),
+        })
+        .collect()
+}
+
+/// Every key and value in the store, for whole-store comparisons.
+pub fn dump(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .snapshot()
+        .unwrap()
+        .range(&[], &[0xff], RangeOptions::default())
+        .unwrap()
+}
