@@ -140,6 +140,12 @@ fn start_offset(stored: Option<i64>, reread: bool) -> Offset {
     }
 }
 
+/// The stored offset to check the first delivered record against, if any: none when fetching
+/// from the start anyway.
+fn probe_target(stored: Option<i64>, reread: bool) -> Option<i64> {
+    stored.filter(|x| *x > 0 && !reread)
+}
+
 /// A partition positioned at stored offset `target` (> 0) whose first delivered record has
 /// not yet been checked. If that record lies past `target`, the broker skipped records: the
 /// partition is re-read from the start of the log instead (records below `target` are skipped
@@ -178,7 +184,7 @@ impl ConsumerContext for Ctx {
                                 start_offset(stored, self.reread),
                             );
                             positions.insert((topic.clone(), partition), stored);
-                            if let Some(x) = stored.filter(|x| *x > 0) {
+                            if let Some(x) = probe_target(stored, self.reread) {
                                 self.probes
                                     .lock()
                                     .unwrap_or_else(PoisonError::into_inner)
@@ -399,7 +405,7 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
                         start_offset(stored, cfg.reread_from_start),
                     )?;
                     pos.insert((topic.to_string(), p), stored);
-                    if let Some(x) = stored.filter(|x| *x > 0) {
+                    if let Some(x) = probe_target(stored, cfg.reread_from_start) {
                         consumer
                             .context()
                             .probes
@@ -430,7 +436,8 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
     })
 }
 
-fn to_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+/// A consumed Kafka message as an owned [`Record`].
+pub fn to_record(m: &impl Message) -> Record {
     Record {
         topic: m.topic().to_string(),
         partition: m.partition(),
@@ -514,7 +521,7 @@ fn run(
                 ) {
                     tracing::error!(%topic, partition, error = %e, "seek failed");
                 }
-                if let Some(x) = off.filter(|x| *x > 0) {
+                if let Some(x) = probe_target(off, cfg.reread_from_start) {
                     probes.insert((topic, partition), Probe { target: x });
                 }
             }

@@ -140,22 +140,10 @@ fn dead_letters(
     kafka: &tidings_producers::KafkaConfig,
     want: usize,
 ) -> Vec<(String, String, String)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
-    let mut c = kafka.client();
-    c.set("group.id", "dlq-reader")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset("tidings.dlq", p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let start = std::time::Instant::now();
-    while out.len() < want && start.elapsed() < Duration::from_secs(30) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+    read_from_start(kafka, &["tidings.dlq"], want)
+        .iter()
+        .map(|m| {
             let h = m.headers().expect("dead letters carry headers");
             let get = |k: &str| {
                 h.iter()
@@ -166,10 +154,9 @@ fn dead_letters(
             };
             assert_eq!(get("source-topic"), "tidings.activities");
             assert!(!get("source-partition").is_empty());
-            out.push((get("reason-code"), get("source-offset"), get("reason")));
-        }
-    }
-    out
+            (get("reason-code"), get("source-offset"), get("reason"))
+        })
+        .collect()
 }
 
 #[test]

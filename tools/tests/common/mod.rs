@@ -18,7 +18,12 @@ pub const PARTITIONS: i32 = 4;
 
 /// A broker in memory with tidings' topics created.
 pub fn broker(tmp: &std::path::Path) -> LocalBroker {
-    let b = LocalBroker::start(BrokerStorage::Memory, tmp).expect(
+    broker_on(BrokerStorage::Memory, tmp)
+}
+
+/// A broker on `storage` with tidings' topics created.
+pub fn broker_on(storage: BrokerStorage, tmp: &std::path::Path) -> LocalBroker {
+    let b = LocalBroker::start(storage, tmp).expect(
         "start tansu (installed by scripts/setup.sh; set TIDINGS_TANSU to use another binary)",
     );
     rt().block_on(tidings_producers::topics::create(
@@ -87,4 +92,34 @@ pub fn dump(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
         .unwrap()
         .range(&[], &[0xff], RangeOptions::default())
         .unwrap()
+}
+
+/// Every message of `topics` from the start of the log, without a consumer group's offsets,
+/// until `want` arrived or 30 s passed.
+pub fn read_from_start(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+    want: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut c = kafka.client();
+    c.set("group.id", "test-reader")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in topics {
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(t, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < want && start.elapsed() < Duration::from_secs(30) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    out
 }
