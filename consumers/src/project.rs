@@ -290,7 +290,7 @@ impl Projector {
         {
             let sub = feed::feed(self.projection, g.subject, FeedKind::User);
             let (b, e) = sub.range();
-            let rows = view.range(&b, &e, RangeOptions::reverse(self.backfill))?;
+            let rows = view.range(&b, &e, RangeOptions::forward(self.backfill))?;
             let items: Vec<_> = rows
                 .iter()
                 .filter_map(|(k, v)| Some((feed::parse_key(&sub, k)?, FeedEntry::decode(v)?)))

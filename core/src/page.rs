@@ -1,6 +1,6 @@
 //! Feed pages: index entries + bodies → what a reader sees.
 //!
-//! The query service reads a feed newest first (a reverse range from the [`Cursor`]), fetches
+//! The query service reads a feed newest first (a forward range past the [`Cursor`]), fetches
 //! the bodies in one multi-get, loads the reader's relations to the page's actors into a
 //! [`Visibility`], and calls [`assemble`]. Assembly filters at read time — retracted bodies,
 //! actors the reader unfollowed, blocked or muted never show, even before background cleanup

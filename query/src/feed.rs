@@ -1,8 +1,8 @@
 //! One feed page from one consistent snapshot.
 //!
 //! 1. Read the active projection (`("meta","active")`).
-//! 2. Reverse range over `(p, "feed", owner, kind)` from the cursor, over-fetching so hidden
-//!    entries rarely cost a second round trip.
+//! 2. Forward range over `(p, "feed", owner, kind)` (keys sort newest first) from just past the
+//!    cursor, over-fetching so hidden entries rarely cost a second round trip.
 //! 3. One multi-get of the bodies; tombstones and missing bodies are hidden.
 //! 4. One multi-get of the reader's relations to the page's actors (follows, blocks, mutes).
 //! 5. [`tidings_core::page::assemble`]: filter, aggregate, next cursor.
@@ -70,12 +70,12 @@ pub fn read(
     let view = store.snapshot()?;
     let p = active_projection(&*view)?;
     let sub = feed_keys::feed(p, req.user, req.kind);
-    let (begin, mut end) = sub.range();
+    let (mut begin, end) = sub.range();
     if let Some(Cursor(pos)) = cursor {
-        end = feed_keys::key(p, req.user, req.kind, pos);
+        begin = feed_keys::after(p, req.user, req.kind, pos);
     }
     let want = req.limit * 2 + 8;
-    let rows = view.range(&begin, &end, RangeOptions::reverse(want))?;
+    let rows = view.range(&begin, &end, RangeOptions::forward(want))?;
     let more = rows.len() == want;
     let mut entries = Vec::with_capacity(rows.len());
     for (k, v) in &rows {

@@ -80,7 +80,7 @@ pub enum Error {
         age_ms: u128,
     },
     /// The store URL could not be understood.
-    #[error("invalid store URL {url:?}: {reason}. Expected rocksdb:PATH[?sync=true&cache_mb=N] or fdb:[CLUSTER_FILE]")]
+    #[error("invalid store URL {url:?}: {reason}. Expected rocksdb:PATH[?sync=true&cache_mb=N&memtable_mb=N] or fdb:[CLUSTER_FILE]")]
     InvalidUrl {
         /// The URL given.
         url: String,
@@ -106,6 +106,18 @@ pub enum Error {
         location: String,
         /// The backend's message.
         message: String,
+    },
+    /// The store holds data in a key layout this build does not read (see
+    /// `tidings_core::keys::meta::LAYOUT_VERSION`). The log is the source of truth: build the
+    /// store again from it.
+    #[error("the store at {location} was written with key layout {found}, this build reads layout {want}; rebuild it from the log: stop tidings, move the store directory aside (or use a new FoundationDB key prefix) and start the consumers with --reread-from-start")]
+    Layout {
+        /// Path or cluster file.
+        location: String,
+        /// Layout found in the store.
+        found: i64,
+        /// Layout this build writes.
+        want: i64,
     },
     /// The backend failed an operation. Usually an I/O or cluster problem: see the message,
     /// check disk space (RocksDB) or cluster health (`fdbcli status`).

@@ -22,6 +22,7 @@ pub mod conformance;
 mod error;
 #[cfg(feature = "fdb")]
 pub mod fdb;
+pub mod layout;
 pub mod limits;
 pub mod overlay;
 pub mod rocks;
@@ -43,7 +44,7 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub struct RangeOptions {
     /// Most pairs returned; 0 means no limit (use only on ranges known to be small).
     pub limit: usize,
-    /// Walk from the end of the range backwards (newest first in a feed).
+    /// Walk from the end of the range backwards.
     pub reverse: bool,
 }
 

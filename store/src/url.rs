@@ -55,8 +55,16 @@ impl std::str::FromStr for StoreUrl {
                             options.cache_mb =
                                 v.parse().map_err(|_| bad("cache_mb is a number of MiB"))?;
                         }
+                        "memtable_mb" => {
+                            options.memtable_mb =
+                                v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                                    bad("memtable_mb is a positive number of MiB")
+                                })?;
+                        }
                         other => {
-                            return Err(bad(&format!("unknown option {other:?} (sync, cache_mb)")))
+                            return Err(bad(&format!(
+                                "unknown option {other:?} (sync, cache_mb, memtable_mb)"
+                            )))
                         }
                     }
                 }
@@ -78,8 +86,14 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
-/// Opens the store a URL names.
+/// Opens the store a URL names and checks its key layout ([`crate::layout::ensure`]).
 pub fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let store = open_unchecked(url)?;
+    crate::layout::ensure(&*store, url)?;
+    Ok(store)
+}
+
+fn open_unchecked(url: &str) -> Result<Arc<dyn Store>> {
     match url.parse::<StoreUrl>()? {
         StoreUrl::Rocks { path, options } => {
             Ok(Arc::new(crate::rocks::RocksStore::open(&path, options)?))
@@ -110,7 +124,8 @@ mod tests {
                 path: "./data".into(),
                 options: RocksOptions {
                     sync: true,
-                    cache_mb: 64
+                    cache_mb: 64,
+                    ..RocksOptions::default()
                 }
             })
         );

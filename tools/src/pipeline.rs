@@ -197,6 +197,7 @@ fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
             dir.display()
         )
     })?;
+    tidings_store::layout::ensure(&s, &dir.display().to_string())?;
     Ok(Arc::new(s))
 }
 

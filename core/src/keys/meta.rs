@@ -16,8 +16,13 @@ use super::Projection;
 /// The projection used when `("meta","active")` was never written.
 pub const DEFAULT_PROJECTION: Projection = 1;
 
-/// The key-layout version written by this build.
-pub const LAYOUT_VERSION: i64 = 1;
+/// The key-layout version written by this build. 2: feed-index keys sort newest first.
+pub const LAYOUT_VERSION: i64 = 2;
+
+/// `("meta",)`: every meta key starts with these bytes.
+pub fn prefix() -> Vec<u8> {
+    pack(&("meta",))
+}
 
 /// `("meta", "active")`.
 pub fn active() -> Vec<u8> {

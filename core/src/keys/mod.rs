@@ -8,7 +8,7 @@
 //! | module | key | value |
 //! |---|---|---|
 //! | [`messages`] | `(p, "msg", event_id)` | activity body (Avro single object) or a tombstone |
-//! | [`feed`] | `(p, "feed", owner, kind, time_ms, event_id)` | [`feed::FeedEntry`] (~30–40 B) |
+//! | [`feed`] | `(p, "feed", owner, kind, !time_ms, !event_id)` (newest first) | [`feed::FeedEntry`] (~30–40 B) |
 //! | [`fver`] | `(p, "fver", owner, kind)` | i64 LE, atomic add per change |
 //! | [`graph`] | `(p, "fwr"/"fwg"/"blk"/"mut", a, b)`, `(p, "cnt", user, what)` | since (i64 LE) / count |
 //! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |

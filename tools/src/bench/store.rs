@@ -42,6 +42,9 @@ pub struct StoreArgs {
     /// Reader threads.
     #[arg(long, default_value_t = 2)]
     readers: usize,
+    /// Size of one RocksDB memtable in MiB (the store URL's `memtable_mb`).
+    #[arg(long, default_value_t = RocksOptions::default().memtable_mb)]
+    memtable_mb: usize,
     /// fsync every batch (durable against power loss, not just process crashes).
     #[arg(long)]
     sync: bool,
@@ -70,6 +73,7 @@ pub fn run(a: StoreArgs) -> anyhow::Result<()> {
         &dir,
         RocksOptions {
             sync: a.sync,
+            memtable_mb: a.memtable_mb,
             ..RocksOptions::default()
         },
     )?);
@@ -139,7 +143,7 @@ pub fn run(a: StoreArgs) -> anyhow::Result<()> {
                             let (b, e) = feed::feed(1, owner, FeedKind::Home).range();
                             let t = Instant::now();
                             let view = store.snapshot()?;
-                            rows += view.range(&b, &e, RangeOptions::reverse(page))?.len() as u64;
+                            rows += view.range(&b, &e, RangeOptions::forward(page))?.len() as u64;
                             hist.record(t.elapsed().as_nanos() as u64)?;
                             if i % 1024 == 0 {
                                 pb.inc(1024);
@@ -172,6 +176,7 @@ pub fn run(a: StoreArgs) -> anyhow::Result<()> {
     let mut report = Report::new("store");
     report.context("backend", "rocksdb (embedded, on disk)");
     report.context("wal fsync per batch", a.sync);
+    report.context("memtable MiB", a.memtable_mb);
     report.context("entries", a.entries);
     report.context("batch", a.batch);
     report.context("feeds", a.feeds);
