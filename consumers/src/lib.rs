@@ -7,4 +7,5 @@
 pub mod apply;
 pub mod graph;
 pub mod kafka;
+pub mod maintain;
 pub mod project;

@@ -13,7 +13,7 @@ use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Upd
 use tidings_core::fanout::{self, FanoutConfig, GraphView, Placement, Plan};
 use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
 use tidings_core::keys::messages::{self, MessageValue};
-use tidings_core::keys::{self, Projection};
+use tidings_core::keys::{self, pull, Projection};
 use tidings_core::write::decode_i64;
 use tidings_core::UserId;
 use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
@@ -144,7 +144,7 @@ impl Projector {
                 }
             }
         }
-        let plan = fanout::plan_activity(
+        let mut plan = fanout::plan_activity(
             self.projection,
             a,
             body.to_vec(),
@@ -152,6 +152,13 @@ impl Projector {
             &self.fanout,
             resume,
         )?;
+        // Not pushed (hybrid): make sure readers pull this author.
+        if resume.is_none()
+            && graph.follower_count(a.actor)? > self.fanout.hybrid_threshold
+            && view.get(&pull::key(self.projection, a.actor))?.is_none()
+        {
+            plan.mutations.extend(pull::add(self.projection, a.actor));
+        }
         Ok(Step { plan, noop: None })
     }
 
@@ -283,11 +290,15 @@ impl Projector {
             .get(&fanout::graph_edge_key(self.projection, g))?
             .is_some();
         let mut plan = fanout::plan_graph(self.projection, g, exists);
-        if g.op == GraphOp::Follow
-            && !exists
-            && self.backfill > 0
-            && graph.follower_count(g.subject)? < self.fanout.hybrid_threshold
-        {
+        let new_follow = g.op == GraphOp::Follow && !exists;
+        let pulled = new_follow && graph.follower_count(g.subject)? >= self.fanout.hybrid_threshold;
+        if pulled && view.get(&pull::key(self.projection, g.subject))?.is_none() {
+            // Above the threshold with this follow: the new follower gets no backfill and the
+            // subject's next posts are not pushed, so readers must pull the subject from now on
+            // (even if none of their posts has been applied since they crossed it).
+            plan.mutations.extend(pull::add(self.projection, g.subject));
+        }
+        if new_follow && !pulled && self.backfill > 0 {
             let sub = feed::feed(self.projection, g.subject, FeedKind::User);
             let (b, e) = sub.range();
             let rows = view.range(&b, &e, RangeOptions::forward(self.backfill))?;

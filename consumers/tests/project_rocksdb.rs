@@ -64,7 +64,10 @@ fn ids(s: &dyn Store, user: UserId, kind: FeedKind) -> Vec<EventId> {
             cursor: None,
             aggregate: false,
         },
-        &[],
+        &tidings_query::ReadConfig {
+            rules: vec![],
+            ..Default::default()
+        },
     )
     .expect("page");
     page.entries
@@ -146,7 +149,10 @@ fn follow_post_retract_update_through_the_store() {
             cursor: None,
             aggregate: false,
         },
-        &[],
+        &tidings_query::ReadConfig {
+            rules: vec![],
+            ..Default::default()
+        },
     )
     .unwrap();
     match &page.entries[0] {

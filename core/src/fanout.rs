@@ -15,7 +15,8 @@
 //! - one feed-version bump per feed touched.
 //!
 //! Retractions remove the same entries (the body becomes a tombstone first, so readers stop
-//! showing it at once); updates change only the body. Graph changes write both directions of an
+//! showing it at once); updates change only the body. Both bump the projection's body version
+//! ([`fver::bodies`]) so no cached page shows the old body. Graph changes write both directions of an
 //! edge and the counts, only when the edge actually changes, so a repeated follow counts once.
 
 use crate::event::{Activity, EventId, GraphChange, GraphOp, Retraction, UserId};
@@ -228,6 +229,7 @@ pub fn plan_retraction<G: GraphView>(
             key: messages::key(p, place.id),
             value: messages::tombstone(r.time_ms),
         });
+        plan.mutations.push(fver::bump_bodies(p));
         own_entries(p, place, &mut plan, false);
     }
     followers_step(p, place, graph, cfg, resume, &mut plan, false)?;
@@ -237,10 +239,13 @@ pub fn plan_retraction<G: GraphView>(
 /// The writes of an update: the new body only (index entries carry no body fields).
 pub fn plan_update(p: Projection, id: EventId, new_body: Vec<u8>) -> Plan {
     Plan {
-        mutations: vec![Mutation::Set {
-            key: messages::key(p, id),
-            value: new_body,
-        }],
+        mutations: vec![
+            Mutation::Set {
+                key: messages::key(p, id),
+                value: new_body,
+            },
+            fver::bump_bodies(p),
+        ],
         entries: 0,
         resume: None,
     }

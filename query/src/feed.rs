@@ -1,28 +1,32 @@
 //! One feed page from one consistent snapshot.
 //!
-//! 1. Read the active projection (`("meta","active")`).
+//! 1. Read the active projection (`("meta","active")`) and the page's validators (feed
+//!    versions: what a cached copy of this page must still match, see [`crate::cache`]).
 //! 2. Forward range over `(p, "feed", owner, kind)` (keys sort newest first) from just past the
 //!    cursor, over-fetching so hidden entries rarely cost a second round trip.
-//! 3. One multi-get of the bodies; tombstones and missing bodies are hidden.
-//! 4. One multi-get of the reader's relations to the page's actors (follows, blocks, mutes).
-//! 5. [`tidings_core::page::assemble`]: filter, aggregate, next cursor.
+//! 3. Home feeds only: the same range over the user feed of every pulled author the reader
+//!    follows (hybrid fan-out: their items were never pushed), merged by position and
+//!    de-duplicated by id, so a pulled author's items page exactly like pushed ones.
+//! 4. One multi-get of the bodies; tombstones and missing bodies are hidden.
+//! 5. One multi-get of the reader's relations to the page's actors (follows, blocks, mutes).
+//! 6. [`tidings_core::page::assemble`]: filter, aggregate, next cursor.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use tidings_core::keys::feed::{self as feed_keys, FeedEntry, FeedKind};
+use tidings_core::keys::feed::{self as feed_keys, FeedEntry, FeedKind, Position, Reason};
 use tidings_core::keys::graph::{self, Edge};
 use tidings_core::keys::messages::{self, MessageValue};
-use tidings_core::keys::{meta, Projection};
+use tidings_core::keys::{fver, meta, pull, Projection};
 use tidings_core::page::{self, AggregationRule, Cursor, CursorError, Page, Scanned, Visibility};
 use tidings_core::write::decode_i64;
-use tidings_core::{Event, UserId};
+use tidings_core::{Activity, Event, EventId, UserId};
 use tidings_store::{RangeOptions, ReadView, Store};
 
 /// Most entries a client may ask for in one page.
 pub const MAX_LIMIT: usize = 100;
 
 /// What a reader asks for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FeedRequest {
     /// Whose feed (also the viewer).
     pub user: UserId,
@@ -34,6 +38,29 @@ pub struct FeedRequest {
     pub cursor: Option<String>,
     /// Group items by the aggregation rules.
     pub aggregate: bool,
+}
+
+/// How pages are read; shared by every request.
+#[derive(Clone, Debug)]
+pub struct ReadConfig {
+    /// Aggregation rules (from the config file).
+    pub rules: Vec<AggregationRule>,
+    /// The consumers' follow backfill (`--backfill`): a pulled author's items older than the
+    /// follow are shown up to this many, as a pushed author's backfill would have copied them.
+    pub backfill: usize,
+    /// Most pulled authors considered per home page (the pulled set is meant to be small: the
+    /// few authors above the hybrid threshold).
+    pub max_pulled: usize,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            rules: page::default_rules(),
+            backfill: 100,
+            max_pulled: 10_000,
+        }
+    }
 }
 
 /// Why a page could not be served.
@@ -50,6 +77,10 @@ pub enum QueryError {
     Store(#[from] tidings_store::Error),
 }
 
+/// The keys (and the values they held) a page was built from: while every one still holds the
+/// same value, the page is still what a fresh read would return.
+pub type Validators = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// The projection readers use now.
 pub fn active_projection(view: &dyn ReadView) -> Result<Projection, tidings_store::Error> {
     Ok(view
@@ -57,64 +88,251 @@ pub fn active_projection(view: &dyn ReadView) -> Result<Projection, tidings_stor
         .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v)))
 }
 
-/// Serves one page.
-pub fn read(
-    store: &dyn Store,
-    req: &FeedRequest,
-    rules: &[AggregationRule],
-) -> Result<Page, QueryError> {
+/// Checks a request's limit and cursor without touching the store.
+pub fn check(req: &FeedRequest) -> Result<Option<Cursor>, QueryError> {
     if req.limit == 0 || req.limit > MAX_LIMIT {
         return Err(QueryError::BadLimit(req.limit));
     }
-    let cursor = req.cursor.as_deref().map(Cursor::decode).transpose()?;
+    Ok(req.cursor.as_deref().map(Cursor::decode).transpose()?)
+}
+
+/// Serves one page.
+pub fn read(store: &dyn Store, req: &FeedRequest, cfg: &ReadConfig) -> Result<Page, QueryError> {
+    Ok(read_validated(store, req, cfg)?.0)
+}
+
+/// A pulled author the reader follows, and since when.
+struct Pulled {
+    author: UserId,
+    since_ms: i64,
+}
+
+/// Serves one page and the validators it was built from (same snapshot).
+pub fn read_validated(
+    store: &dyn Store,
+    req: &FeedRequest,
+    cfg: &ReadConfig,
+) -> Result<(Page, Validators), QueryError> {
+    let cursor = check(req)?;
     let view = store.snapshot()?;
     let p = active_projection(&*view)?;
-    let sub = feed_keys::feed(p, req.user, req.kind);
-    let (mut begin, end) = sub.range();
-    if let Some(Cursor(pos)) = cursor {
-        begin = feed_keys::after(p, req.user, req.kind, pos);
+    let pulled = if req.kind == FeedKind::Home {
+        followed_pulled(&*view, p, req.user, cfg.max_pulled)?
+    } else {
+        Vec::new()
+    };
+    let mut validator_keys = vec![
+        meta::active(),
+        fver::key(p, req.user, req.kind),
+        fver::bodies(p),
+    ];
+    if req.kind == FeedKind::Home {
+        validator_keys.push(pull::version(p));
+        validator_keys.extend(
+            pulled
+                .iter()
+                .map(|a| fver::key(p, a.author, FeedKind::User)),
+        );
     }
+    let values = view.get_many(&validator_keys)?;
+    let validators: Validators = validator_keys.into_iter().zip(values).collect();
+
     let want = req.limit * 2 + 8;
-    let rows = view.range(&begin, &end, RangeOptions::forward(want))?;
-    let more = rows.len() == want;
-    let mut entries = Vec::with_capacity(rows.len());
-    for (k, v) in &rows {
-        let (Some(pos), Some(entry)) = (feed_keys::parse_key(&sub, k), FeedEntry::decode(v)) else {
-            tracing::warn!(
-                user = req.user,
-                "skipping an index entry this build cannot decode"
-            );
-            continue;
-        };
-        entries.push((pos, entry));
+    let cursor = cursor.map(|Cursor(pos)| pos);
+    let (mut entries, mut more) = scan(&*view, p, req.user, req.kind, cursor, want)?;
+    for a in &pulled {
+        let (items, m) = scan_pulled(&*view, p, a, cursor, want, cfg.backfill)?;
+        more |= m;
+        entries.extend(items);
     }
-    let body_keys: Vec<Vec<u8>> = entries
-        .iter()
-        .map(|(pos, _)| messages::key(p, pos.id))
-        .collect();
-    let bodies = view.get_many(&body_keys)?;
-    let scanned: Vec<Scanned> = entries
-        .into_iter()
-        .zip(bodies)
-        .map(|((pos, entry), body)| Scanned {
-            pos,
-            entry,
-            body: body.and_then(|b| decode_body(&b)),
-        })
-        .collect();
-    let vis = visibility(&*view, p, req.user, &scanned)?;
-    Ok(page::assemble(
+    if !pulled.is_empty() {
+        // Newest first, each activity once (an author pushed before being pulled has both).
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut seen = HashSet::new();
+        entries.retain(|(pos, _)| seen.insert(pos.id));
+        if entries.len() > want {
+            entries.truncate(want);
+            more = true;
+        }
+    }
+
+    // Filter on the index alone first, then fetch only the bodies the page needs (a few spare
+    // for retracted ones), in rounds until the page is full or the scan is used up.
+    let vis = visibility(&*view, p, req.user, req.kind, &entries)?;
+    let mut scanned: Vec<Scanned> = Vec::with_capacity(entries.len());
+    let mut shown = 0;
+    let mut entries = entries.into_iter().peekable();
+    while shown < req.limit && entries.peek().is_some() {
+        let mut round = Vec::new();
+        let mut fetch = Vec::new();
+        while fetch.len() < req.limit - shown + 2 {
+            let Some((pos, entry)) = entries.next() else {
+                break;
+            };
+            if vis.shows(req.kind, &entry) {
+                fetch.push(round.len());
+            }
+            round.push((pos, entry));
+        }
+        let keys: Vec<Vec<u8>> = fetch
+            .iter()
+            .map(|&i| messages::key(p, round[i].0.id))
+            .collect();
+        let mut bodies = view.get_many(&keys)?.into_iter();
+        let mut next_fetched = fetch.iter().peekable();
+        for (i, (pos, entry)) in round.into_iter().enumerate() {
+            let body = if next_fetched.peek() == Some(&&i) {
+                next_fetched.next();
+                bodies.next().flatten().and_then(|b| decode_body(&b))
+            } else {
+                None
+            };
+            shown += usize::from(body.is_some());
+            scanned.push(Scanned { pos, entry, body });
+        }
+    }
+    more |= entries.peek().is_some();
+    let page = page::assemble(
         req.kind,
         &scanned,
         more,
         &vis,
-        rules,
+        &cfg.rules,
         req.aggregate,
         req.limit,
-    ))
+    );
+    Ok((page, validators))
 }
 
-fn decode_body(b: &[u8]) -> Option<tidings_core::Activity> {
+/// Reads up to `want` entries of one feed after `cursor`; `true` if the feed goes on.
+fn scan(
+    view: &dyn ReadView,
+    p: Projection,
+    owner: UserId,
+    kind: FeedKind,
+    cursor: Option<Position>,
+    want: usize,
+) -> Result<(Vec<(Position, FeedEntry)>, bool), tidings_store::Error> {
+    let sub = feed_keys::feed(p, owner, kind);
+    let (mut begin, end) = sub.range();
+    if let Some(pos) = cursor {
+        begin = feed_keys::after(p, owner, kind, pos);
+    }
+    let rows = view.range(&begin, &end, RangeOptions::forward(want))?;
+    let more = rows.len() == want;
+    Ok((decode_rows(&sub, owner, &rows), more))
+}
+
+fn decode_rows(
+    sub: &foundationdb_tuple::Subspace,
+    owner: UserId,
+    rows: &[(Vec<u8>, Vec<u8>)],
+) -> Vec<(Position, FeedEntry)> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        let (Some(pos), Some(entry)) = (feed_keys::parse_key(sub, k), FeedEntry::decode(v)) else {
+            tracing::warn!(owner, "skipping an index entry this build cannot decode");
+            continue;
+        };
+        out.push((pos, entry));
+    }
+    out
+}
+
+/// The pulled authors `viewer` follows, with the follow's time.
+fn followed_pulled(
+    view: &dyn ReadView,
+    p: Projection,
+    viewer: UserId,
+    max: usize,
+) -> Result<Vec<Pulled>, tidings_store::Error> {
+    let set = pull::set(p);
+    let (begin, end) = set.range();
+    let authors: Vec<UserId> = view
+        .range(&begin, &end, RangeOptions::forward(max + 1))?
+        .iter()
+        .filter_map(|(k, _)| pull::parse_key(p, k))
+        .filter(|a| *a != viewer)
+        .collect();
+    if authors.len() > max {
+        tracing::warn!(
+            max,
+            "more pulled authors than --max-pulled; home feeds show only the first ones (raise the hybrid threshold or --max-pulled)"
+        );
+    }
+    let keys: Vec<Vec<u8>> = authors
+        .iter()
+        .map(|a| graph::edge(p, Edge::Following, viewer, *a))
+        .collect();
+    let since = view.get_many(&keys)?;
+    Ok(authors
+        .into_iter()
+        .zip(since)
+        .filter_map(|(author, s)| {
+            s.map(|v| Pulled {
+                author,
+                since_ms: decode_i64(&v),
+            })
+        })
+        .collect())
+}
+
+/// A pulled author's items as they would sit in the reader's home feed had they been pushed:
+/// everything since the follow, plus the `backfill` newest items before it (what the consumer's
+/// follow backfill copies for a pushed author).
+fn scan_pulled(
+    view: &dyn ReadView,
+    p: Projection,
+    a: &Pulled,
+    cursor: Option<Position>,
+    want: usize,
+    backfill: usize,
+) -> Result<(Vec<(Position, FeedEntry)>, bool), tidings_store::Error> {
+    let sub = feed_keys::feed(p, a.author, FeedKind::User);
+    let (feed_begin, feed_end) = sub.range();
+    let begin = match cursor {
+        Some(pos) => feed_keys::after(p, a.author, FeedKind::User, pos),
+        None => feed_begin,
+    };
+    // The first key older than the follow: newest-first order puts every item at or after
+    // `since_ms` before it.
+    let older = feed_keys::key(
+        p,
+        a.author,
+        FeedKind::User,
+        Position {
+            time_ms: a.since_ms - 1,
+            id: EventId(uuid::Uuid::max()),
+        },
+    );
+    let mut rows = if begin < older {
+        view.range(&begin, &older, RangeOptions::forward(want))?
+    } else {
+        Vec::new()
+    };
+    if rows.len() < want && backfill > 0 {
+        let window = view.range(&older, &feed_end, RangeOptions::forward(backfill))?;
+        let room = want - rows.len();
+        rows.extend(window.into_iter().filter(|(k, _)| *k >= begin).take(room));
+    }
+    let more = rows.len() == want;
+    let items = decode_rows(&sub, a.author, &rows)
+        .into_iter()
+        .map(|(pos, e)| {
+            (
+                pos,
+                FeedEntry {
+                    reason: Reason::Follow,
+                    ..e
+                },
+            )
+        })
+        .collect();
+    Ok((items, more))
+}
+
+/// Decodes a stored body; `None` for tombstones and undecodable bodies.
+pub fn decode_body(b: &[u8]) -> Option<Activity> {
     match MessageValue::parse(b) {
         MessageValue::Retracted { .. } => None,
         MessageValue::Body(bytes) => match tidings_schemas::decode(bytes) {
@@ -128,40 +346,73 @@ fn decode_body(b: &[u8]) -> Option<tidings_core::Activity> {
     }
 }
 
-/// Loads the reader's relations to the actors of a page in one multi-get.
-fn visibility(
+/// `GET /v1/activities/{id}`: the activity, `None` if unknown or retracted.
+pub fn activity(store: &dyn Store, id: EventId) -> Result<Option<Activity>, QueryError> {
+    let view = store.snapshot()?;
+    let p = active_projection(&*view)?;
+    Ok(view
+        .get(&messages::key(p, id))?
+        .and_then(|b| decode_body(&b)))
+}
+
+/// The reader's relations that decide what of `entries` a `kind` feed may show.
+pub(crate) fn visibility(
     view: &dyn ReadView,
     p: Projection,
     viewer: UserId,
-    scanned: &[Scanned],
+    kind: FeedKind,
+    entries: &[(Position, FeedEntry)],
 ) -> Result<Visibility, tidings_store::Error> {
-    let actors: Vec<UserId> = scanned
+    // Only home entries pushed because of a follow depend on following the actor now.
+    let followed: BTreeSet<UserId> = if kind == FeedKind::Home {
+        entries
+            .iter()
+            .filter(|(_, e)| e.reason == Reason::Follow)
+            .map(|(_, e)| e.actor)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    relations(view, p, viewer, followed)
+}
+
+/// Most blocks or mutes of one reader loaded per page (beyond it, the oldest-id ones apply).
+const MAX_LISTED: usize = 100_000;
+
+/// The viewer's follows of `actors` (one multi-get) and their whole block and mute lists (two
+/// range reads, usually empty: cheaper than three point reads per actor).
+pub(crate) fn relations(
+    view: &dyn ReadView,
+    p: Projection,
+    viewer: UserId,
+    actors: BTreeSet<UserId>,
+) -> Result<Visibility, tidings_store::Error> {
+    let actors: Vec<UserId> = actors.into_iter().filter(|a| *a != viewer).collect();
+    let keys: Vec<Vec<u8>> = actors
         .iter()
-        .map(|s| s.entry.actor)
-        .filter(|a| *a != viewer)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|a| graph::edge(p, Edge::Following, viewer, *a))
         .collect();
-    let mut keys = Vec::with_capacity(actors.len() * 3);
-    for a in &actors {
-        keys.push(graph::edge(p, Edge::Following, viewer, *a));
-        keys.push(graph::edge(p, Edge::Block, viewer, *a));
-        keys.push(graph::edge(p, Edge::Mute, viewer, *a));
-    }
     let found = view.get_many(&keys)?;
     let mut vis = Visibility {
         viewer,
         ..Visibility::default()
     };
-    for (a, rel) in actors.iter().zip(found.chunks(3)) {
-        if rel[0].is_some() {
-            vis.following.insert(*a);
-        }
-        if rel[1].is_some() {
-            vis.blocked.insert(*a);
-        }
-        if rel[2].is_some() {
-            vis.muted.insert(*a);
+    vis.following = actors
+        .iter()
+        .zip(found)
+        .filter(|(_, f)| f.is_some())
+        .map(|(a, _)| *a)
+        .collect();
+    for (set, out) in [
+        (Edge::Block, &mut vis.blocked),
+        (Edge::Mute, &mut vis.muted),
+    ] {
+        let sub = graph::edges_of(p, set, viewer);
+        let (b, e) = sub.range();
+        for (k, _) in view.range(&b, &e, RangeOptions::forward(MAX_LISTED))? {
+            if let Some(u) = graph::parse_edge(&sub, &k) {
+                out.insert(u);
+            }
         }
     }
     Ok(vis)

@@ -17,7 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tidings_consumers::project::Projector;
 use tidings_core::keys::feed::FeedKind;
-use tidings_core::page::{default_rules, PageEntry};
+use tidings_core::page::PageEntry;
 use tidings_core::{Activity, Event, EventId, GraphChange, GraphOp, Producer, Retraction, UserId};
 use tidings_query::FeedRequest;
 use tidings_store::Store;
@@ -170,7 +170,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             cursor: None,
             aggregate: true,
         },
-        &default_rules(),
+        &tidings_query::ReadConfig::default(),
     )?;
 
     println!("tidings demo (seed {})", a.seed);

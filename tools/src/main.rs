@@ -4,6 +4,7 @@
 //! their own modules. Run `tidings --help` for the list.
 
 mod bench;
+mod config;
 mod demo;
 mod pipeline;
 mod progress;
@@ -29,6 +30,9 @@ enum Command {
     Up(pipeline::UpArgs),
     /// Runs the consumers alone against --brokers, on the embedded store.
     Consume(pipeline::ConsumeCmd),
+    /// Runs the query service alone over a store URL (e.g. `fdb:` beside `tidings consume`
+    /// processes; the embedded store allows one process, so use `up` for it).
+    Serve(pipeline::ServeArgs),
     /// Manages tidings' Kafka topics.
     #[command(subcommand)]
     Topics(pipeline::TopicsCommand),
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => pipeline::up(args),
         Command::Consume(args) => pipeline::consume(args),
+        Command::Serve(args) => pipeline::serve(args),
         Command::Topics(cmd) => pipeline::topics(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,9 +10,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tidings_consumers::apply::{Applier, Stats};
 use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
+use tidings_consumers::maintain::{MaintainConfig, Maintainer};
 use tidings_consumers::project::Projector;
 use tidings_core::keys::meta;
-use tidings_core::page::default_rules;
+use tidings_query::http::QueryOptions;
+
+use crate::config::Config;
 use tidings_core::write::decode_i64;
 use tidings_producers::broker::{BrokerStorage, LocalBroker};
 use tidings_producers::topics::{self, Created, DEFAULT_PARTITIONS};
@@ -97,6 +100,12 @@ pub struct ConsumeArgs {
     /// turns it on for its local broker.
     #[arg(long, env = "TIDINGS_REREAD_FROM_START")]
     pub reread_from_start: bool,
+    /// Entries each feed keeps; older ones are trimmed in the background (0: never trim).
+    #[arg(long, env = "TIDINGS_TRIM_TO", default_value_t = 1_000)]
+    pub trim_to: usize,
+    /// Pause between background maintenance passes (trimming, unfollow cleanup), in ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub maintain_interval_ms: u64,
 }
 
 impl ConsumeArgs {
@@ -113,6 +122,23 @@ impl ConsumeArgs {
         projector.fanout.max_entries_per_step = self.fanout_step;
         projector.backfill = self.backfill;
         Ok(Applier::new(store, projector, self.group.clone()))
+    }
+
+    /// Starts feed maintenance (trimming, unfollow cleanup) on its own thread.
+    fn maintain(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+        let cfg = MaintainConfig {
+            max_entries: self.trim_to,
+            interval: Duration::from_millis(self.maintain_interval_ms.max(10)),
+            ..MaintainConfig::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = Maintainer::new(store, cfg)
+            .spawn(stop.clone())
+            .context("starting the maintenance thread")?;
+        Ok((stop, handle))
     }
 
     fn config(&self, kafka: KafkaConfig, topics: Topics) -> ConsumerConfig {
@@ -180,6 +206,42 @@ pub struct UpArgs {
     /// Keep the local broker's log in memory instead of DATA/broker (faster, not durable).
     #[arg(long)]
     broker_in_memory: bool,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+/// Query-service settings shared by `up` and `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Config file (TOML): aggregation rules, cache size, … (see `tools/src/config.rs`).
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Page cache bound in MiB, 0 to turn it off (overrides the config file; default 64).
+    #[arg(long, env = "TIDINGS_CACHE_MB")]
+    pub cache_mb: Option<usize>,
+}
+
+impl QueryArgs {
+    /// The query options from the config file and flags; `backfill` is the consumers'.
+    pub fn options(&self, backfill: usize) -> anyhow::Result<QueryOptions> {
+        let cfg = Config::load(self.config.as_deref())?.query;
+        let mut o = QueryOptions::default();
+        if let Some(rules) = cfg.aggregation {
+            o.read.rules = rules;
+        }
+        if let Some(n) = cfg.max_pulled {
+            o.read.max_pulled = n;
+        }
+        o.read.backfill = backfill;
+        if let Some(ms) = cfg.stream_poll_ms {
+            anyhow::ensure!(ms > 0, "stream_poll_ms must be at least 1");
+            o.stream_poll = Duration::from_millis(ms);
+        }
+        if let Some(mb) = self.cache_mb.or(cfg.cache_mb) {
+            o.cache_bytes = mb << 20;
+        }
+        Ok(o)
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -236,8 +298,9 @@ fn progress_line(s: &Stats) -> String {
 pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     let kafka = cmd.kafka.required()?;
     let store = open_store(&cmd.data)?;
-    let applier = cmd.consume.applier(store)?;
+    let applier = cmd.consume.applier(store.clone())?;
     let handle = kafka::spawn(cmd.consume.config(kafka, cmd.kafka.topics()), applier)?;
+    let (maintain_stop, maintain) = cmd.consume.maintain(store)?;
     let stats = handle.stats();
     let stop = ctrl_c_flag()?;
     let mut last_change = Instant::now();
@@ -264,6 +327,8 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
         }
     }
     handle.stop()?;
+    maintain_stop.store(true, Ordering::SeqCst);
+    let _ = maintain.join();
     println!("{}", progress_line(&stats));
     Ok(())
 }
@@ -331,12 +396,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut ccfg = args.consume.config(kafka.clone(), topics.clone());
     ccfg.reread_from_start |= args.kafka.brokers.is_none();
     let consumer = kafka::spawn(ccfg, applier)?;
+    let (maintain_stop, maintain) = args.consume.maintain(store.clone())?;
     let mut pcfg = ProducerConfig::new(kafka.brokers.clone());
     pcfg.kafka = kafka.clone();
     pcfg.topics = topics;
     let producer = Producer::new(pcfg)?;
+    let qopts = args.query.options(args.consume.backfill)?;
+    let closing = qopts.closing.clone();
     let app = tidings_producers::gateway::router(producer)
-        .merge(tidings_query::http::router(store.clone(), default_rules()))
+        .merge(tidings_query::http::router(store.clone(), qopts))
         .route("/health", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/metrics",
@@ -354,8 +422,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             args.listen
         );
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
+                closing.store(true, Ordering::SeqCst);
                 eprintln!("stopping: draining the batch in flight");
             })
             .await
@@ -363,6 +432,60 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     })?;
     let stats = consumer.stats();
     consumer.stop()?;
+    maintain_stop.store(true, Ordering::SeqCst);
+    let _ = maintain.join();
     eprintln!("stopped cleanly; {}", progress_line(&stats));
     Ok(())
+}
+
+/// Flags of `tidings serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The store: `rocksdb:PATH[?…]` or `fdb:[CLUSTER_FILE]` (needs the `fdb` build feature).
+    #[arg(long, env = "TIDINGS_STORE")]
+    store: String,
+    /// HTTP address of the query API, /metrics and /health.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// The consumers' `--backfill`, so pulled authors page like pushed ones.
+    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
+    backfill: usize,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+/// `tidings serve`: the query service alone.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = tidings_store::open(&args.store)
+        .with_context(|| format!("opening the store {}", args.store))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let qopts = args.query.options(args.backfill)?;
+    let closing = qopts.closing.clone();
+    let app = tidings_query::http::router(store, qopts)
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (in use? try --listen)", args.listen))?;
+        eprintln!(
+            "tidings query service on http://{}; Ctrl-C stops",
+            args.listen
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                closing.store(true, Ordering::SeqCst);
+            })
+            .await
+            .context("HTTP server")
+    })
 }

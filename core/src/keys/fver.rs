@@ -20,6 +20,32 @@ pub fn key(p: Projection, owner: UserId, kind: FeedKind) -> Vec<u8> {
     keyspace(p, "fver").pack(&(owner, kind.code()))
 }
 
+/// Decodes `(owner, kind)` from a feed's version key (`None` for [`bodies`] and other keys).
+pub fn parse_key(p: Projection, key: &[u8]) -> Option<(UserId, FeedKind)> {
+    let (owner, kind): (UserId, i64) = keyspace(p, "fver").unpack(key).ok()?;
+    Some((owner, FeedKind::from_code(kind)?))
+}
+
+/// `(begin, end)` of every version key of projection `p`.
+pub fn range(p: Projection) -> (Vec<u8>, Vec<u8>) {
+    keyspace(p, "fver").range()
+}
+
+/// The projection-wide body version: bumped when a stored body changes without its feeds'
+/// indexes changing (an update, the tombstone of a retraction), so cached pages showing the old
+/// body are invalid at once, before (or without) any per-feed bump.
+pub fn bodies(p: Projection) -> Vec<u8> {
+    keyspace(p, "fver").pack(&("bodies",))
+}
+
+/// The mutation that bumps [`bodies`].
+pub fn bump_bodies(p: Projection) -> Mutation {
+    Mutation::Add {
+        key: bodies(p),
+        delta: 1,
+    }
+}
+
 /// The mutation that bumps a feed's version.
 pub fn bump(p: Projection, owner: UserId, kind: FeedKind) -> Mutation {
     Mutation::Add {
@@ -37,6 +63,17 @@ mod tests {
         assert_eq!(
             key(1, 300, FeedKind::Notifications),
             vec![0x15, 0x01, 0x02, b'f', b'v', b'e', b'r', 0x00, 0x16, 0x01, 0x2c, 0x15, 0x02]
+        );
+        assert_eq!(
+            parse_key(1, &key(1, 300, FeedKind::Notifications)),
+            Some((300, FeedKind::Notifications))
+        );
+        assert_eq!(parse_key(1, &bodies(1)), None);
+        let (b, e) = range(1);
+        assert!(
+            b < bodies(1)
+                && bodies(1) < key(1, i64::MIN, FeedKind::Home)
+                && key(1, i64::MAX, FeedKind::User) < e
         );
     }
 }

@@ -11,6 +11,8 @@
 //! | [`feed`] | `(p, "feed", owner, kind, !time_ms, !event_id)` (newest first) | [`feed::FeedEntry`] (~30–40 B) |
 //! | [`fver`] | `(p, "fver", owner, kind)` | i64 LE, atomic add per change |
 //! | [`graph`] | `(p, "fwr"/"fwg"/"blk"/"mut", a, b)`, `(p, "cnt", user, what)` | since (i64 LE) / count |
+//! | [`pull`] | `(p, "pull", author)`, `(p, "pull", "version")` | authors served by pull (hybrid fan-out) |
+//! | [`marks`] | `("mark", user, "seen"/"read")` | newest notification position seen / read |
 //! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |
 //! | [`fanout`] | `(p, "fan", event_id)` | cursor of an unfinished fan-out |
 //! | [`meta`] | `("meta", name)` | active projection version, layout version |
@@ -22,9 +24,11 @@ pub mod fanout;
 pub mod feed;
 pub mod fver;
 pub mod graph;
+pub mod marks;
 pub mod messages;
 pub mod meta;
 pub mod offsets;
+pub mod pull;
 
 use foundationdb_tuple::{pack, Subspace};
 
@@ -42,8 +46,8 @@ pub(crate) fn keyspace(p: Projection, name: &str) -> Subspace {
 }
 
 /// The keyspaces of a projection, by the short name in their keys, for digests and backups.
-pub const KEYSPACES: [&str; 10] = [
-    "msg", "feed", "fver", "fwr", "fwg", "blk", "mut", "cnt", "off", "fan",
+pub const KEYSPACES: [&str; 11] = [
+    "msg", "feed", "fver", "fwr", "fwg", "blk", "mut", "cnt", "pull", "off", "fan",
 ];
 
 /// `(begin, end)` of keyspace `name` in projection `p`.

@@ -1,5 +1,6 @@
 //! `tidings bench …`: benchmarks that print their figures, run on purpose (never in tests).
 
+mod query;
 mod report;
 mod store;
 
@@ -12,11 +13,14 @@ pub use report::Report;
 pub enum BenchCommand {
     /// Raw store throughput: index-entry batch writes and 20-entry page reads.
     Store(store::StoreArgs),
+    /// Feed pages over loopback HTTP, page cache on and off.
+    Query(query::QueryArgs),
 }
 
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args),
+        BenchCommand::Query(args) => query::run(args),
     }
 }

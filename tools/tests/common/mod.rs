@@ -14,6 +14,8 @@ use tidings_query::FeedRequest;
 use tidings_store::rocks::{RocksOptions, RocksStore};
 use tidings_store::{RangeOptions, Store};
 
+pub mod model;
+
 pub const PARTITIONS: i32 = 4;
 
 /// A broker in memory with tidings' topics created.
@@ -74,7 +76,11 @@ pub fn feed_ids(store: &dyn Store, user: UserId, kind: FeedKind) -> Vec<EventId>
         cursor: None,
         aggregate: false,
     };
-    tidings_query::read(store, &req, &[])
+    let cfg = tidings_query::ReadConfig {
+        rules: vec![],
+        ..Default::default()
+    };
+    tidings_query::read(store, &req, &cfg)
         .expect("read feed")
         .entries
         .into_iter()

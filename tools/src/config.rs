@@ -1,0 +1,116 @@
+//! The config file (`--config FILE`, TOML). Every section and key is optional; unknown keys are
+//! an error naming the key, so a typo never silently falls back to a default.
+//!
+//! ```toml
+//! [query]
+//! cache_mb = 64          # page cache bound; 0 turns it off
+//! stream_poll_ms = 20    # how often a home:stream checks its feed
+//! max_pulled = 10000     # pulled (hybrid) authors considered per home page
+//!
+//! # Aggregation rules, first match wins; they replace the defaults when present. Applied at
+//! # read time, so a change applies to old items too.
+//! [[query.aggregation]]
+//! name = "reactions"
+//! verbs = ["like", "share"]
+//! by = "verb_object"
+//!
+//! [[query.aggregation]]
+//! name = "bursts"
+//! verbs = ["post"]
+//! by = "verb_actor"
+//! window_ms = 3600000
+//! ```
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+use tidings_core::page::AggregationRule;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The query service.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// `[query]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Page cache bound in MiB (0: off).
+    pub cache_mb: Option<usize>,
+    /// `home:stream` poll interval.
+    pub stream_poll_ms: Option<u64>,
+    /// Pulled authors considered per home page.
+    pub max_pulled: Option<usize>,
+    /// Aggregation rules replacing the defaults.
+    pub aggregation: Option<Vec<AggregationRule>>,
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in the config file {}", path.display()))
+    }
+
+    /// Parses TOML text and checks the values.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let c: Config = toml::from_str(text)?;
+        if let Some(rules) = &c.query.aggregation {
+            for r in rules {
+                anyhow::ensure!(
+                    r.window_ms > 0,
+                    "aggregation rule {:?}: window_ms must be positive",
+                    r.name
+                );
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_core::page::GroupBy;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let doc = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&doc).unwrap();
+        assert_eq!(c.query.cache_mb, Some(64));
+        let rules = c.query.aggregation.unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].by, GroupBy::VerbActor);
+        assert_eq!(rules[1].window_ms, 3_600_000);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let e = Config::parse("[query]\ncache_mbs = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("cache_mbs"), "{e:#}");
+        let e = Config::parse(
+            "[[query.aggregation]]\nname = \"x\"\nby = \"verb_object\"\nwindow_ms = 0\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("window_ms"), "{e:#}");
+        let e =
+            Config::parse("[[query.aggregation]]\nname = \"x\"\nby = \"sideways\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("sideways"), "{e:#}");
+    }
+}
