@@ -154,10 +154,9 @@ impl Maintainer {
         };
         let rows = view.range(&b, &e, RangeOptions::forward(keep.saturating_add(1)))?;
         let mut batch = WriteBatch::new();
-        let mut trimmed = 0;
-        if rows.len() > keep {
+        let trimmed = rows.len().saturating_sub(keep) as u64;
+        if trimmed > 0 {
             batch.clear_range(rows[keep].0.clone(), e.clone());
-            trimmed = 1;
         }
         let mut unfollowed = 0;
         if kind == FeedKind::Home {
@@ -198,11 +197,8 @@ impl Maintainer {
         }
         batch.extend([fver::bump(p, owner, kind)]);
         self.store.commit(batch)?;
-        if trimmed > 0 {
-            let n = (rows.len() - keep) as u64;
-            self.stats.trimmed.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("tidings_maintain_trimmed_total").increment(n);
-        }
+        self.stats.trimmed.fetch_add(trimmed, Ordering::Relaxed);
+        metrics::counter!("tidings_maintain_trimmed_total").increment(trimmed);
         self.stats
             .unfollowed
             .fetch_add(unfollowed, Ordering::Relaxed);

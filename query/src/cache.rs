@@ -132,14 +132,7 @@ impl PageCache {
             self.count(false);
             return Ok(Lookup::Miss);
         };
-        let keys: Vec<Vec<u8>> = c.validators.iter().map(|(k, _)| k.clone()).collect();
-        let now = store.snapshot()?.get_many(&keys)?;
-        let valid = c
-            .validators
-            .iter()
-            .zip(&now)
-            .all(|((_, then), now)| then == now);
-        if valid {
+        if feed::still_valid(store, &c.validators)? {
             self.count(true);
             return Ok(Lookup::Hit(c.body.clone()));
         }

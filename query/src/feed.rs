@@ -81,6 +81,20 @@ pub enum QueryError {
 /// same value, the page is still what a fresh read would return.
 pub type Validators = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+/// Whether every validator key still holds the value it held when the page was read (one
+/// multi-get in a fresh snapshot).
+pub fn still_valid(
+    store: &dyn Store,
+    validators: &Validators,
+) -> Result<bool, tidings_store::Error> {
+    let keys: Vec<Vec<u8>> = validators.iter().map(|(k, _)| k.clone()).collect();
+    let now = store.snapshot()?.get_many(&keys)?;
+    Ok(validators
+        .iter()
+        .zip(&now)
+        .all(|((_, then), now)| then == now))
+}
+
 /// The projection readers use now.
 pub fn active_projection(view: &dyn ReadView) -> Result<Projection, tidings_store::Error> {
     Ok(view
@@ -223,7 +237,7 @@ fn scan(
     Ok((decode_rows(&sub, owner, &rows), more))
 }
 
-fn decode_rows(
+pub(crate) fn decode_rows(
     sub: &foundationdb_tuple::Subspace,
     owner: UserId,
     rows: &[(Vec<u8>, Vec<u8>)],

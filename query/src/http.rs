@@ -342,9 +342,7 @@ impl Watch {
     /// Re-reads the head of the feed if it changed; queues items newer than `last`.
     fn poll(&mut self, first: bool) -> Result<(), QueryError> {
         if let Some(v) = &self.validators {
-            let keys: Vec<Vec<u8>> = v.iter().map(|(k, _)| k.clone()).collect();
-            let now = self.r.store.snapshot()?.get_many(&keys)?;
-            if v.iter().zip(&now).all(|((_, a), b)| a == b) {
+            if feed::still_valid(&*self.r.store, v)? {
                 return Ok(());
             }
         }

@@ -8,13 +8,13 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use tidings_core::keys::feed::{self as feed_keys, FeedEntry, FeedKind, Position};
+use tidings_core::keys::feed::{self as feed_keys, FeedKind, Position};
 use tidings_core::keys::marks::{self, Mark};
 use tidings_core::keys::messages;
 use tidings_core::{EventId, UserId};
 use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
 
-use crate::feed::{active_projection, decode_body, relations, QueryError};
+use crate::feed::{active_projection, decode_body, decode_rows, relations, QueryError};
 
 /// Most notifications counted.
 pub const COUNT_CAP: usize = 1_000;
@@ -68,10 +68,7 @@ fn counts_in(view: &dyn ReadView, user: UserId) -> Result<Counts, tidings_store:
     let sub = feed_keys::feed(p, user, FeedKind::Notifications);
     let (begin, end) = sub.range();
     let rows = view.range(&begin, &end, RangeOptions::forward(COUNT_CAP))?;
-    let entries: Vec<(Position, FeedEntry)> = rows
-        .iter()
-        .filter_map(|(k, v)| Some((feed_keys::parse_key(&sub, k)?, FeedEntry::decode(v)?)))
-        .collect();
+    let entries = decode_rows(&sub, user, &rows);
     let actors: BTreeSet<UserId> = entries.iter().map(|(_, e)| e.actor).collect();
     let vis = relations(view, p, user, actors)?;
     let mut c = Counts::default();

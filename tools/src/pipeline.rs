@@ -404,32 +404,19 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let qopts = args.query.options(args.consume.backfill)?;
     let closing = qopts.closing.clone();
     let app = tidings_producers::gateway::router(producer)
-        .merge(tidings_query::http::router(store.clone(), qopts))
-        .route("/health", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { m.render() }
-            }),
-        );
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (in use? try --listen)", args.listen))?;
-        eprintln!(
+        .merge(tidings_query::http::router(store.clone(), qopts));
+    serve_http(
+        &rt,
+        args.listen,
+        app,
+        metrics,
+        closing,
+        format!(
             "tidings is up: http://{} (POST /v1/activities, GET /v1/feeds/{{user}}/home, /metrics, /health); Ctrl-C stops",
             args.listen
-        );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                closing.store(true, Ordering::SeqCst);
-                eprintln!("stopping: draining the batch in flight");
-            })
-            .await
-            .context("HTTP server")
-    })?;
+        ),
+        "stopping: draining the batch in flight",
+    )?;
     let stats = consumer.stats();
     consumer.stop()?;
     maintain_stop.store(true, Ordering::SeqCst);
@@ -463,7 +450,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     let qopts = args.query.options(args.backfill)?;
     let closing = qopts.closing.clone();
-    let app = tidings_query::http::router(store, qopts)
+    serve_http(
+        &runtime()?,
+        args.listen,
+        tidings_query::http::router(store, qopts),
+        metrics,
+        closing,
+        format!(
+            "tidings query service on http://{}; Ctrl-C stops",
+            args.listen
+        ),
+        "stopping",
+    )
+}
+
+/// Adds `/health` and `/metrics` to `app` and serves it on `listen` until Ctrl-C, which sets
+/// `closing` (open event streams end) and prints `stopping`.
+fn serve_http(
+    rt: &tokio::runtime::Runtime,
+    listen: SocketAddr,
+    app: axum::Router,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    closing: Arc<AtomicBool>,
+    banner: String,
+    stopping: &'static str,
+) -> anyhow::Result<()> {
+    let app = app
         .route("/health", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/metrics",
@@ -472,18 +484,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 async move { m.render() }
             }),
         );
-    runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {} (in use? try --listen)", args.listen))?;
-        eprintln!(
-            "tidings query service on http://{}; Ctrl-C stops",
-            args.listen
-        );
+            .with_context(|| format!("cannot listen on {listen} (in use? try --listen)"))?;
+        eprintln!("{banner}");
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 closing.store(true, Ordering::SeqCst);
+                eprintln!("{stopping}");
             })
             .await
             .context("HTTP server")
