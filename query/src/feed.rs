@@ -12,6 +12,7 @@
 //! 6. [`tidings_core::page::assemble`]: filter, aggregate, next cursor.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 use tidings_core::keys::feed::{self as feed_keys, FeedEntry, FeedKind, Position, Reason};
 use tidings_core::keys::graph::{self, Edge};
@@ -51,6 +52,57 @@ pub struct ReadConfig {
     /// Most pulled authors considered per home page (the pulled set is meant to be small: the
     /// few authors above the hybrid threshold).
     pub max_pulled: usize,
+    /// The pulled set as last read, shared by clones of this config.
+    pub pulled_set: PulledSetCache,
+}
+
+/// The set of pulled authors, kept between pages: it changes only when its version key
+/// (`(p, "pull", "version")`, bumped with every addition) does, and every home page reads that
+/// key anyway as a validator, so a page re-reads the set only after it changed.
+#[derive(Clone, Debug, Default)]
+pub struct PulledSetCache(Arc<Mutex<Option<PulledSet>>>);
+
+#[derive(Debug)]
+struct PulledSet {
+    projection: Projection,
+    version: Option<Vec<u8>>,
+    authors: Arc<[UserId]>,
+}
+
+impl PulledSetCache {
+    /// The pulled authors of projection `p` whose version key holds `version` in `view`.
+    fn get(
+        &self,
+        view: &dyn ReadView,
+        p: Projection,
+        version: &Option<Vec<u8>>,
+        max: usize,
+    ) -> Result<Arc<[UserId]>, tidings_store::Error> {
+        if let Some(set) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            if set.projection == p && &set.version == version {
+                return Ok(set.authors.clone());
+            }
+        }
+        let set = pull::set(p);
+        let (begin, end) = set.range();
+        let authors: Arc<[UserId]> = view
+            .range(&begin, &end, RangeOptions::forward(max + 1))?
+            .iter()
+            .filter_map(|(k, _)| pull::parse_key(p, k))
+            .collect();
+        if authors.len() > max {
+            tracing::warn!(
+                max,
+                "more pulled authors than --max-pulled; home feeds show only the first ones (raise the hybrid threshold or --max-pulled)"
+            );
+        }
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(PulledSet {
+            projection: p,
+            version: version.clone(),
+            authors: authors.clone(),
+        });
+        Ok(authors)
+    }
 }
 
 impl Default for ReadConfig {
@@ -59,6 +111,7 @@ impl Default for ReadConfig {
             rules: page::default_rules(),
             backfill: 100,
             max_pulled: 10_000,
+            pulled_set: PulledSetCache::default(),
         }
     }
 }
@@ -129,27 +182,39 @@ pub fn read_validated(
 ) -> Result<(Page, Validators), QueryError> {
     let cursor = check(req)?;
     let view = store.snapshot()?;
-    let p = active_projection(&*view)?;
+    let active = view.get(&meta::active())?;
+    let p = active
+        .as_deref()
+        .map_or(meta::DEFAULT_PROJECTION, decode_i64);
+    let mut keys = vec![fver::key(p, req.user, req.kind), fver::bodies(p)];
+    if req.kind == FeedKind::Home {
+        keys.push(pull::version(p));
+    }
+    let values = view.get_many(&keys)?;
+    let mut validators: Validators = std::iter::once((meta::active(), active))
+        .chain(keys.into_iter().zip(values))
+        .collect();
     let pulled = if req.kind == FeedKind::Home {
-        followed_pulled(&*view, p, req.user, cfg.max_pulled)?
+        let authors = cfg
+            .pulled_set
+            .get(&*view, p, &validators[3].1, cfg.max_pulled)?;
+        followed_pulled(
+            &*view,
+            p,
+            req.user,
+            &authors[..authors.len().min(cfg.max_pulled)],
+        )?
     } else {
         Vec::new()
     };
-    let mut validator_keys = vec![
-        meta::active(),
-        fver::key(p, req.user, req.kind),
-        fver::bodies(p),
-    ];
-    if req.kind == FeedKind::Home {
-        validator_keys.push(pull::version(p));
-        validator_keys.extend(
-            pulled
-                .iter()
-                .map(|a| fver::key(p, a.author, FeedKind::User)),
-        );
+    if !pulled.is_empty() {
+        let keys: Vec<Vec<u8>> = pulled
+            .iter()
+            .map(|a| fver::key(p, a.author, FeedKind::User))
+            .collect();
+        let values = view.get_many(&keys)?;
+        validators.extend(keys.into_iter().zip(values));
     }
-    let values = view.get_many(&validator_keys)?;
-    let validators: Validators = validator_keys.into_iter().zip(values).collect();
 
     let want = req.limit * 2 + 8;
     let cursor = cursor.map(|Cursor(pos)| pos);
@@ -253,26 +318,16 @@ pub(crate) fn decode_rows(
     out
 }
 
-/// The pulled authors `viewer` follows, with the follow's time.
+/// Those of the pulled `authors` that `viewer` follows, with the follow's time.
 fn followed_pulled(
     view: &dyn ReadView,
     p: Projection,
     viewer: UserId,
-    max: usize,
+    authors: &[UserId],
 ) -> Result<Vec<Pulled>, tidings_store::Error> {
-    let set = pull::set(p);
-    let (begin, end) = set.range();
-    let authors: Vec<UserId> = view
-        .range(&begin, &end, RangeOptions::forward(max + 1))?
-        .iter()
-        .filter_map(|(k, _)| pull::parse_key(p, k))
-        .filter(|a| *a != viewer)
-        .collect();
-    if authors.len() > max {
-        tracing::warn!(
-            max,
-            "more pulled authors than --max-pulled; home feeds show only the first ones (raise the hybrid threshold or --max-pulled)"
-        );
+    let authors: Vec<UserId> = authors.iter().copied().filter(|a| *a != viewer).collect();
+    if authors.is_empty() {
+        return Ok(Vec::new());
     }
     let keys: Vec<Vec<u8>> = authors
         .iter()
@@ -393,30 +448,26 @@ pub(crate) fn visibility(
 /// Most blocks or mutes of one reader loaded per page (beyond it, the oldest-id ones apply).
 const MAX_LISTED: usize = 100_000;
 
-/// The viewer's follows of `actors` (one multi-get) and their whole block and mute lists (two
-/// range reads, usually empty: cheaper than three point reads per actor).
+/// Readers following at most this many are checked with one range over their followees.
+const FOLLOWEES_IN_ONE_RANGE: usize = 256;
+
+/// Fewest actors to check before one range over the followees beats a point read per actor.
+const RANGE_FROM_ACTORS: usize = 8;
+
+/// Which of `follow_checks` the viewer follows, and their whole block and mute lists (two range
+/// reads, usually empty: cheaper than three point reads per actor).
 pub(crate) fn relations(
     view: &dyn ReadView,
     p: Projection,
     viewer: UserId,
-    actors: BTreeSet<UserId>,
+    follow_checks: BTreeSet<UserId>,
 ) -> Result<Visibility, tidings_store::Error> {
-    let actors: Vec<UserId> = actors.into_iter().filter(|a| *a != viewer).collect();
-    let keys: Vec<Vec<u8>> = actors
-        .iter()
-        .map(|a| graph::edge(p, Edge::Following, viewer, *a))
-        .collect();
-    let found = view.get_many(&keys)?;
+    let actors: Vec<UserId> = follow_checks.into_iter().filter(|a| *a != viewer).collect();
     let mut vis = Visibility {
         viewer,
+        following: following_among(view, p, viewer, &actors)?,
         ..Visibility::default()
     };
-    vis.following = actors
-        .iter()
-        .zip(found)
-        .filter(|(_, f)| f.is_some())
-        .map(|(a, _)| *a)
-        .collect();
     for (set, out) in [
         (Edge::Block, &mut vis.blocked),
         (Edge::Mute, &mut vis.muted),
@@ -430,4 +481,38 @@ pub(crate) fn relations(
         }
     }
     Ok(vis)
+}
+
+/// Which of `actors` the viewer follows. Most readers follow a few hundred at most: one range
+/// over their followees (one seek) then costs less than a point read per actor (a seek each,
+/// measured in `tidings bench query`); beyond [`FOLLOWEES_IN_ONE_RANGE`], point reads.
+fn following_among(
+    view: &dyn ReadView,
+    p: Projection,
+    viewer: UserId,
+    actors: &[UserId],
+) -> Result<HashSet<UserId>, tidings_store::Error> {
+    if actors.len() >= RANGE_FROM_ACTORS {
+        let sub = graph::edges_of(p, Edge::Following, viewer);
+        let (b, e) = sub.range();
+        let rows = view.range(&b, &e, RangeOptions::forward(FOLLOWEES_IN_ONE_RANGE + 1))?;
+        if rows.len() <= FOLLOWEES_IN_ONE_RANGE {
+            let all: HashSet<UserId> = rows
+                .iter()
+                .filter_map(|(k, _)| graph::parse_edge(&sub, k))
+                .collect();
+            return Ok(actors.iter().copied().filter(|a| all.contains(a)).collect());
+        }
+    }
+    let keys: Vec<Vec<u8>> = actors
+        .iter()
+        .map(|a| graph::edge(p, Edge::Following, viewer, *a))
+        .collect();
+    let found = view.get_many(&keys)?;
+    Ok(actors
+        .iter()
+        .zip(found)
+        .filter(|(_, f)| f.is_some())
+        .map(|(a, _)| *a)
+        .collect())
 }

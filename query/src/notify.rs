@@ -69,8 +69,8 @@ fn counts_in(view: &dyn ReadView, user: UserId) -> Result<Counts, tidings_store:
     let (begin, end) = sub.range();
     let rows = view.range(&begin, &end, RangeOptions::forward(COUNT_CAP))?;
     let entries = decode_rows(&sub, user, &rows);
-    let actors: BTreeSet<UserId> = entries.iter().map(|(_, e)| e.actor).collect();
-    let vis = relations(view, p, user, actors)?;
+    // Notifications do not depend on following the actor: blocks and mutes only.
+    let vis = relations(view, p, user, BTreeSet::new())?;
     let mut c = Counts::default();
     for (pos, e) in &entries {
         if !vis.shows(FeedKind::Notifications, e) {

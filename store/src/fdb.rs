@@ -342,7 +342,7 @@ impl ReadView for FdbView {
         let capacity = if opts.limit == 0 {
             64
         } else {
-            opts.limit.min(1024)
+            opts.limit.min(64)
         };
         let mut out = Vec::with_capacity(capacity);
         block_on(async {

@@ -89,6 +89,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The backend's name (`rocksdb`, `fdb`), for logs and metrics.
     fn backend(&self) -> &'static str;
 
+    /// Whether this process serves reads itself from local memory or disk (microseconds), so
+    /// an async caller may run a short read in place instead of handing it to a blocking
+    /// thread pool (two thread switches per request). `false` for a remote store, whose reads
+    /// wait on the network.
+    fn local_reads(&self) -> bool {
+        false
+    }
+
     /// Estimated bytes stored in `begin..end` (for the store-size metric and progress bars).
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64>;
 }

@@ -209,7 +209,10 @@ impl ReadView for RocksView<'_> {
         } else {
             opts.limit
         };
-        let mut out = Vec::with_capacity(limit.min(1024));
+        // Limits are often generous bounds (a block list, the pulled set) on ranges that are
+        // usually short: start small, as a large up-front allocation per read costs more than
+        // the read (measured in `tidings bench query`).
+        let mut out = Vec::with_capacity(limit.min(64));
         for item in self.snap.iterator_opt(mode, ro) {
             let (k, v) = item.map_err(backend_err)?;
             out.push((k.into_vec(), v.into_vec()));
@@ -287,6 +290,10 @@ impl Store for RocksStore {
 
     fn backend(&self) -> &'static str {
         "rocksdb"
+    }
+
+    fn local_reads(&self) -> bool {
+        true
     }
 
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {

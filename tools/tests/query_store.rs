@@ -374,3 +374,83 @@ fn maintenance_trims_feeds_and_removes_unfollowed_entries_idempotently() {
     m.pass().unwrap();
     assert_eq!(common::dump(&*store), dump);
 }
+
+/// Read-time follow checks take two paths: one range over the reader's followees when they are
+/// few, a point read per actor when they are many. Both must hide exactly the unfollowed.
+#[test]
+fn unfollowed_authors_are_hidden_for_readers_following_few_or_many() {
+    use common::model::{id, who};
+    use tidings_core::event::{GraphChange, GraphOp};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::store(tmp.path());
+    let mut model = Model::default();
+    let mut n = 0u64;
+    let mut next = || {
+        n += 1;
+        (id(n), BASE_MS + n as i64 * 1_000)
+    };
+    let graph = |op, actor, subject, (id, time_ms): (EventId, i64)| {
+        Event::Graph(GraphChange {
+            id,
+            actor,
+            subject,
+            op,
+            time_ms,
+            producer: who(),
+        })
+    };
+    // Reader 1 follows 300 authors (more than one range's worth), reader 2 follows 20.
+    const FEW: UserId = 2;
+    const MANY: UserId = 1;
+    let authors: Vec<UserId> = (1_000..1_300).collect();
+    let mut events = Vec::new();
+    for &a in &authors {
+        events.push(graph(GraphOp::Follow, MANY, a, next()));
+    }
+    for &a in &authors[..20] {
+        events.push(graph(GraphOp::Follow, FEW, a, next()));
+    }
+    for &a in &authors {
+        let (id, time_ms) = next();
+        events.push(Event::Activity(Activity {
+            id,
+            actor: a,
+            verb: "post".into(),
+            object: format!("post:{a}"),
+            target: None,
+            time_ms,
+            to: vec![],
+            text: format!("post by {a}"),
+            attributes: BTreeMap::new(),
+            producer: who(),
+        }));
+    }
+    // Every seventh author is unfollowed by both readers (no cleanup runs: read time only).
+    for &a in authors.iter().step_by(7) {
+        events.push(graph(GraphOp::Unfollow, MANY, a, next()));
+        if a < authors[20] {
+            events.push(graph(GraphOp::Unfollow, FEW, a, next()));
+        }
+    }
+    for e in &events {
+        apply(&*store, e);
+        model.apply(e);
+    }
+    for reader in [MANY, FEW] {
+        let want = model.feed(reader, FeedKind::Home);
+        assert!(!want.is_empty());
+        let unfollowed_left = raw_entries(&*store, reader, FeedKind::Home) - want.len();
+        assert!(
+            unfollowed_left > 0,
+            "reader {reader}: the index must still hold unfollowed items, or this tests nothing"
+        );
+        for limit in [7, 100] {
+            assert_eq!(
+                walk(&*store, None, reader, FeedKind::Home, limit),
+                want,
+                "reader {reader} limit {limit}"
+            );
+        }
+    }
+}

@@ -56,9 +56,20 @@ pub struct QueryArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Which phases to run: `both`, or only `on` / `off` (e.g. to profile one).
+    #[arg(long, value_enum, default_value_t = Phases::Both)]
+    cache: Phases,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// The phases `--cache` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Phases {
+    Both,
+    On,
+    Off,
 }
 
 const BASE_MS: i64 = 1_767_225_600_000;
@@ -288,7 +299,12 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
     );
     report.context("seconds per phase", a.seconds);
     report.context("cache on", "warmed with one request per user first");
-    for (name, cache_bytes) in [("cache on", 256usize << 20), ("cache off", 0)] {
+    let phases: &[(&str, usize)] = match a.cache {
+        Phases::Both => &[("cache on", 256 << 20), ("cache off", 0)],
+        Phases::On => &[("cache on", 256 << 20)],
+        Phases::Off => &[("cache off", 0)],
+    };
+    for &(name, cache_bytes) in phases {
         let opts = QueryOptions {
             cache_bytes,
             ..QueryOptions::default()

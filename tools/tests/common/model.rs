@@ -78,13 +78,13 @@ impl Model {
     }
 }
 
-fn id(n: u64) -> EventId {
+pub fn id(n: u64) -> EventId {
     EventId(uuid::Uuid::from_u128(
         0x0190_0000_0000_7000_8000_0000_0000_0000 | n as u128,
     ))
 }
 
-fn who() -> Who {
+pub fn who() -> Who {
     Who::new("scenario", "1")
 }
 
