@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tidings_core::clock::Clock;
 use tidings_core::event::Event;
 use tidings_core::keys::{self, Projection};
 use tidings_core::write::{decode_i64, encode_i64};
@@ -124,6 +125,8 @@ pub enum ApplyError {
 /// Running totals, shared with whoever reports progress.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Publish→visible latency of applied events (see [`VisibleLatency`]).
+    pub visible: VisibleLatency,
     /// Events applied.
     pub events: AtomicU64,
     /// Dead letters.
@@ -136,6 +139,48 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Commits refused because another consumer had moved the offset.
     pub fenced: AtomicU64,
+}
+
+/// Publish→visible latency, in ms: the time an event's effects were committed (readable by
+/// the next page read) minus its record's timestamp. tidings' producer stamps each record with
+/// the event's time, so a load generator that sets the event time to when it *meant* to send
+/// gets figures corrected for coordinated omission. Millisecond resolution (Kafka timestamps).
+/// Also exported as the `tidings_publish_visible_seconds` histogram.
+#[derive(Debug)]
+pub struct VisibleLatency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
+
+impl Default for VisibleLatency {
+    fn default() -> Self {
+        VisibleLatency(std::sync::Mutex::new(
+            hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000, 3)
+                .expect("static histogram bounds are valid"),
+        ))
+    }
+}
+
+impl VisibleLatency {
+    fn record(&self, published_ms: &[i64]) {
+        if published_ms.is_empty() {
+            return;
+        }
+        let now = tidings_core::clock::SystemClock.now_ms();
+        let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for &t in published_ms {
+            let ms = (now - t).max(0) as u64;
+            h.saturating_record(ms.max(1));
+            metrics::histogram!("tidings_publish_visible_seconds").record(ms as f64 / 1000.0);
+        }
+    }
+
+    /// A copy of the histogram so far (values in ms; 0 and 1 ms are both recorded as 1).
+    pub fn snapshot(&self) -> hdrhistogram::Histogram<u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forgets what was recorded (e.g. after a warm-up).
+    pub fn reset(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).reset();
+    }
 }
 
 impl Stats {
@@ -162,6 +207,8 @@ struct Pending {
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     applied: Applied,
+    /// Record timestamps of the events this batch completes.
+    published_ms: Vec<i64>,
 }
 
 impl Pending {
@@ -171,6 +218,7 @@ impl Pending {
             next: BTreeMap::new(),
             dead: Vec::new(),
             applied: Applied::default(),
+            published_ms: Vec::new(),
         }
     }
 
@@ -334,6 +382,7 @@ impl Applier {
                 p.batch.extend(step.plan.mutations);
                 p.next.insert(tp, r.offset + 1);
                 p.applied.events += 1;
+                p.published_ms.extend(r.timestamp_ms);
                 i += 1;
             }
             drop(overlay);
@@ -386,6 +435,7 @@ impl Applier {
             if resume.is_none() {
                 p.next.insert(r.tp(), r.offset + 1);
                 p.applied.events = 1;
+                p.published_ms.extend(r.timestamp_ms);
             } else {
                 p.next.insert(r.tp(), r.offset);
             }
@@ -434,6 +484,7 @@ impl Applier {
                 }
                 p.applied.batches = 1;
                 self.stats.add(&p.applied);
+                self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
                 total.events += p.applied.events;

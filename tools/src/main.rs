@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod pipeline;
 mod progress;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -36,7 +37,8 @@ enum Command {
     /// Manages tidings' Kafka topics.
     #[command(subcommand)]
     Topics(pipeline::TopicsCommand),
-    /// Runs a small end-to-end feed workload on the embedded store and prints a report.
+    /// Runs the whole pipeline in one process (local broker, ingest, consumers, query) on a
+    /// seeded social workload and prints a report.
     Demo(demo::DemoArgs),
     /// Measures throughput and latency; prints a table (and JSON with --json).
     #[command(subcommand)]

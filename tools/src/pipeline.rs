@@ -251,7 +251,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let dir = data.join("store");
     let s = RocksStore::open(&dir, RocksOptions::default()).with_context(|| {
         format!(
