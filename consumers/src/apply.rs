@@ -207,6 +207,8 @@ struct Pending {
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     applied: Applied,
+    /// `batch.size()` so far, kept as events are added (recomputing it per event is quadratic).
+    bytes: usize,
     /// Record timestamps of the events this batch completes.
     published_ms: Vec<i64>,
 }
@@ -218,6 +220,7 @@ impl Pending {
             next: BTreeMap::new(),
             dead: Vec::new(),
             applied: Applied::default(),
+            bytes: 0,
             published_ms: Vec::new(),
         }
     }
@@ -286,7 +289,7 @@ impl Applier {
             let snap = self.store.snapshot()?;
             let mut overlay = Overlay::new(&*snap);
             let mut p = Pending::new();
-            while i < records.len() && p.batch.size() < BATCH_BYTES {
+            while i < records.len() && p.bytes < BATCH_BYTES {
                 let r = &records[i];
                 let tp = r.tp();
                 let Some(stored) = positions.get(&tp).copied() else {
@@ -379,6 +382,7 @@ impl Applier {
                     break;
                 }
                 overlay.apply(&step.plan.mutations);
+                p.bytes += step.plan.mutations.iter().map(|m| m.size()).sum::<usize>();
                 p.batch.extend(step.plan.mutations);
                 p.next.insert(tp, r.offset + 1);
                 p.applied.events += 1;

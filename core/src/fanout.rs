@@ -281,11 +281,17 @@ fn followers_step<G: GraphView>(
     plan: &mut Plan,
     add: bool,
 ) -> Result<(), G::Error> {
-    if graph.follower_count(place.actor)? > cfg.hybrid_threshold {
+    let followers = graph.follower_count(place.actor)?;
+    if followers > cfg.hybrid_threshold {
         // Pulled at read time; clear any cursor left by a threshold change mid-fan-out.
         if resume.is_some() {
             plan.mutations.push(fanout::clear(p, place.id));
         }
+        return Ok(());
+    }
+    if followers == 0 && resume.is_none() {
+        // Nobody to push to (most authors of a large graph, at any moment): the count, kept
+        // in the same batches as the edges, saves a range read per event.
         return Ok(());
     }
     let limit = cfg.max_entries_per_step.max(1);
