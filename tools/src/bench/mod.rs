@@ -1,12 +1,23 @@
 //! `tidings bench …`: benchmarks that print their figures, run on purpose (never in tests).
 
+mod pipeline;
 mod query;
 mod report;
 mod store;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 pub use report::Report;
+
+/// `tidings bench`: the pipeline benchmark, or one part with a subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    pipeline: pipeline::PipelineArgs,
+}
 
 /// Which benchmark.
 #[derive(Debug, Subcommand)]
@@ -18,9 +29,10 @@ pub enum BenchCommand {
 }
 
 /// Runs a benchmark.
-pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Store(args) => store::run(args),
-        BenchCommand::Query(args) => query::run(args),
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        None => pipeline::run(args.pipeline),
+        Some(BenchCommand::Store(args)) => store::run(args),
+        Some(BenchCommand::Query(args)) => query::run(args),
     }
 }

@@ -154,15 +154,38 @@ fn build(store: &dyn Store, a: &QueryArgs) -> anyhow::Result<u64> {
     Ok(entries)
 }
 
-struct Phase {
-    pages: u64,
-    errors: u64,
-    secs: f64,
-    hist: hdrhistogram::Histogram<u64>,
+/// What one load phase measured.
+pub(super) struct Phase {
+    pub pages: u64,
+    pub errors: u64,
+    pub secs: f64,
+    /// Request latencies in µs.
+    pub hist: hdrhistogram::Histogram<u64>,
+}
+
+/// How a load phase asks: the first home page of uniformly random users.
+pub(super) struct Load {
+    pub users: i64,
+    pub connections: usize,
+    pub limit: usize,
+    pub seed: u64,
+    pub seconds: u64,
+}
+
+impl QueryArgs {
+    fn load(&self) -> Load {
+        Load {
+            users: self.users,
+            connections: self.connections,
+            limit: self.limit,
+            seed: self.seed,
+            seconds: self.seconds,
+        }
+    }
 }
 
 /// Asks for every user's first page once (fills the cache before a cache-on phase).
-async fn warm(client: &reqwest::Client, base: &str, a: &QueryArgs) -> anyhow::Result<()> {
+async fn warm(client: &reqwest::Client, base: &str, a: &Load) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for c in 0..a.connections as i64 {
         let client = client.clone();
@@ -188,7 +211,7 @@ async fn warm(client: &reqwest::Client, base: &str, a: &QueryArgs) -> anyhow::Re
     Ok(())
 }
 
-async fn load(base: String, a: &QueryArgs, warm_up: bool) -> anyhow::Result<Phase> {
+pub(super) async fn load(base: String, a: &Load, warm_up: bool) -> anyhow::Result<Phase> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.connections)
         .build()?;
@@ -315,7 +338,7 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let server = tokio::spawn(async move { axum::serve(listener, app).await });
             eprintln!("{name}: {} s of load…", a.seconds);
-            let r = load(format!("http://{addr}"), &a, cache_bytes > 0).await;
+            let r = load(format!("http://{addr}"), &a.load(), cache_bytes > 0).await;
             server.abort();
             r
         })?;
