@@ -547,7 +547,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         "data": {
             "dir": dir.display().to_string(),
             "store": dir.join("store").display().to_string(),
-            "broker": dir.join("broker").display().to_string(),
+            "broker": if a.broker_sqlite {
+                dir.join("broker").display().to_string()
+            } else {
+                "in memory (gone with the process; --broker-sqlite keeps it)".to_string()
+            },
         },
     });
     print_report(&report, &a);
@@ -673,7 +677,7 @@ fn print_report(r: &Value, a: &DemoArgs) {
         println!("  {}", line.as_str().unwrap_or(""));
     }
     println!(
-        "\ndata          {} (store: {}, broker log: {}); delete it when done",
+        "\ndata          {} (delete it when done)\n  store       {}\n  broker log  {}",
         r["data"]["dir"].as_str().unwrap_or(""),
         r["data"]["store"].as_str().unwrap_or(""),
         r["data"]["broker"].as_str().unwrap_or("")
