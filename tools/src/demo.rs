@@ -312,6 +312,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     if a.users < 20 {
         bail!("--users must be at least 20 (got {})", a.users);
     }
+    if a.events < 10 {
+        bail!("--events must be at least 10 (got {})", a.events);
+    }
     if !(0.0..=1.0).contains(&a.celebrity_share) {
         bail!(
             "--celebrity-share must be between 0 and 1 (got {})",
