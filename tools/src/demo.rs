@@ -454,7 +454,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         stats,
         maintain_stop,
         maintain,
-        producer: _producer,
+        producer,
         http,
     } = pipe;
     consumer.stop()?;
@@ -562,6 +562,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    // Clients first, then the broker, so librdkafka has nothing to complain about on exit.
+    drop(producer);
+    rt.shutdown_timeout(Duration::from_secs(2));
     drop(broker);
     Ok(())
 }
