@@ -164,11 +164,12 @@ impl VisibleLatency {
             return;
         }
         let now = tidings_core::clock::SystemClock.now_ms();
+        let exported = metrics::histogram!("tidings_publish_visible_seconds");
         let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for &t in published_ms {
             let ms = (now - t).max(0) as u64;
             h.saturating_record(ms.max(1));
-            metrics::histogram!("tidings_publish_visible_seconds").record(ms as f64 / 1000.0);
+            exported.record(ms as f64 / 1000.0);
         }
     }
 
@@ -184,6 +185,11 @@ impl VisibleLatency {
 }
 
 impl Stats {
+    /// Records finished: applied or sent to the dead letter topic (redeliveries not counted).
+    pub fn finished(&self) -> u64 {
+        self.events.load(Ordering::Relaxed) + self.dead.load(Ordering::Relaxed)
+    }
+
     fn add(&self, a: &Applied) {
         self.events.fetch_add(a.events, Ordering::Relaxed);
         self.dead.fetch_add(a.dead, Ordering::Relaxed);

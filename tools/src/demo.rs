@@ -75,32 +75,28 @@ pub struct DemoArgs {
     json: Option<PathBuf>,
 }
 
-/// Malformed records published on purpose, with the reason code the consumers must give.
-fn malformed() -> Vec<(&'static str, Vec<u8>)> {
-    let good = tidings_schemas::encode(&Event::Activity(tidings_core::Activity {
-        id: tidings_core::EventId(uuid_v7_like()),
-        actor: 1,
-        verb: "post".into(),
-        object: "post:x".into(),
-        target: None,
-        time_ms: 1_767_225_600_000,
-        to: vec![],
-        text: "cut short".into(),
-        attributes: Default::default(),
-        producer: Who::new("tidings-demo-bad", "0"),
-    }));
+/// Malformed records published on purpose: not Avro (a JSON string), an unknown writer
+/// schema, a truncated record, an empty value.
+fn malformed() -> Vec<Vec<u8>> {
+    let id = tidings_core::EventId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0001,
+    ));
+    let bad = Who::new("tidings-demo-bad", "0");
+    let good = tidings_schemas::encode(&Event::Activity(workload::post(
+        id,
+        1,
+        1_767_225_600_000,
+        "cut short",
+        &bad,
+    )));
     let mut unknown = good.clone();
     unknown[2..10].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef]);
     vec![
-        ("not Avro (a JSON string)", br#"{"verb":"post"}"#.to_vec()),
-        ("unknown writer schema", unknown),
-        ("truncated record", good[..good.len() - 4].to_vec()),
-        ("empty value", Vec::new()),
+        br#"{"verb":"post"}"#.to_vec(),
+        unknown,
+        good[..good.len() - 4].to_vec(),
+        Vec::new(),
     ]
-}
-
-fn uuid_v7_like() -> uuid::Uuid {
-    uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001)
 }
 
 struct Pipeline {
@@ -172,34 +168,6 @@ fn start(dir: &Path, threshold: u64, sqlite: bool) -> anyhow::Result<Pipeline> {
         producer,
         http,
     })
-}
-
-/// Records the consumers finished (applied or dead-lettered).
-fn done(stats: &Stats) -> u64 {
-    stats.events.load(Ordering::Relaxed) + stats.dead.load(Ordering::Relaxed)
-}
-
-/// Waits until `want` records are done, showing progress; fails after `limit` without progress.
-fn wait_applied(stats: &Stats, want: u64, what: &str, limit: Duration) -> anyhow::Result<()> {
-    let pb = progress::bar(want, what);
-    let mut last = (done(stats), Instant::now());
-    while done(stats) < want {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = done(stats);
-        pb.set_position(now);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > limit {
-            pb.abandon();
-            bail!(
-                "the consumers stopped making progress at {now} of {want} records for {} s; \
-                 run with --log tidings=debug to see why",
-                limit.as_secs()
-            );
-        }
-    }
-    pb.finish_and_clear();
-    Ok(())
 }
 
 /// Counts keys in `begin..end` in chunks (no read view lives long).
@@ -346,10 +314,14 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     let started = Instant::now();
+    let failed = pipe
+        .rt
+        .block_on(workload::publish_all(&pipe.producer, follows));
+    if failed > 0 {
+        bail!("{failed} publishes were not acknowledged by the broker; see the log above");
+    }
     let failures = Arc::new(AtomicU64::new(0));
-    pipe.rt
-        .block_on(publish_all(&pipe.producer, follows, &failures));
-    wait_applied(
+    progress::wait_applied(
         &pipe.stats,
         edges.len() as u64,
         "follows",
@@ -363,7 +335,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let http_sent = Arc::new(AtomicU64::new(0));
     let mut http_expected = 0u64;
     let bad = malformed();
-    let applied_before = done(&pipe.stats);
+    let applied_before = pipe.stats.finished();
     let action_start = Instant::now();
     let t0 = SystemClock.now_ms();
     let base = format!("http://{}", pipe.http);
@@ -371,15 +343,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     pipe.rt.block_on(async {
         let pb = progress::bar(a.events, "publish");
         for i in 0..a.events {
-            let offset = if a.rate == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(i as f64 / a.rate as f64)
-            };
-            let due = action_start + offset;
-            if due > Instant::now() + Duration::from_millis(1) {
-                tokio::time::sleep_until(due.into()).await;
-            }
+            let offset = workload::until_due(action_start, i, a.rate as f64).await;
             let e = actions.next(t0 + offset.as_millis() as i64);
             if i % 50 == 25 {
                 if let Some(body) = activity_json(&e) {
@@ -404,7 +368,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                 }
             }
             if i == a.events / 2 {
-                for (n, (_, payload)) in bad.iter().enumerate() {
+                for (n, payload) in bad.iter().enumerate() {
                     let key = n.to_string();
                     pipe.producer
                         .publish_raw(&pipe.topics.activities, key.as_bytes(), payload, &[])
@@ -438,9 +402,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         bail!("{failed} publishes were not acknowledged by the broker; see the log above");
     }
     let total = edges.len() as u64 + a.events + bad.len() as u64;
-    wait_applied(&pipe.stats, total, "apply", Duration::from_secs(60))?;
+    progress::wait_applied(&pipe.stats, total, "apply", Duration::from_secs(60))?;
     let action_secs = action_start.elapsed().as_secs_f64();
-    let action_records = done(&pipe.stats) - applied_before;
+    let action_records = pipe.stats.finished() - applied_before;
     let latency = pipe.stats.visible.snapshot();
 
     // 3. Settle: stop consuming, a last upkeep pass, then count and read.
@@ -567,19 +531,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(broker);
     Ok(())
-}
-
-async fn publish_all(producer: &Producer, events: Vec<Event>, failures: &Arc<AtomicU64>) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for e in events {
-        let (producer, failures) = (producer.clone(), failures.clone());
-        tasks.spawn(async move {
-            if producer.publish(e).await.is_err() {
-                failures.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
 fn n(v: &Value) -> String {

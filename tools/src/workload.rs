@@ -11,6 +11,8 @@
 //! unfollows, 1% retractions of an earlier post by its author. Actors are uniform, except that
 //! the celebrity writes 1% of posts.
 
+use std::time::{Duration, Instant};
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tidings_core::{Activity, Event, EventId, GraphChange, GraphOp, Producer, Retraction, UserId};
@@ -26,6 +28,57 @@ pub fn event_id(rng: &mut SmallRng, time_ms: i64) -> EventId {
     b[6] = (b[6] & 0x0f) | 0x70; // version 7
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     EventId::from_bytes(b)
+}
+
+/// A post by `actor` at `time_ms`; its object is `post:<id>`.
+pub fn post(
+    id: EventId,
+    actor: UserId,
+    time_ms: i64,
+    text: impl Into<String>,
+    producer: &Producer,
+) -> Activity {
+    Activity {
+        id,
+        actor,
+        verb: "post".into(),
+        object: format!("post:{id}"),
+        target: None,
+        time_ms,
+        to: vec![],
+        text: text.into(),
+        attributes: Default::default(),
+        producer: producer.clone(),
+    }
+}
+
+/// Publishes every event concurrently and waits for all acknowledgements; returns how many
+/// were not acknowledged.
+pub async fn publish_all(producer: &tidings_producers::Producer, events: Vec<Event>) -> u64 {
+    let mut tasks = tokio::task::JoinSet::new();
+    for e in events {
+        let p = producer.clone();
+        tasks.spawn(async move { p.publish(e).await.is_err() });
+    }
+    let mut failed = 0u64;
+    while let Some(r) = tasks.join_next().await {
+        failed += u64::from(r.unwrap_or(true));
+    }
+    failed
+}
+
+/// Sleeps until the `i`-th event offered at `rate` per second from `start` is due, and returns
+/// its offset from `start` (the event's intended send time). A `rate` of 0 means unpaced.
+pub async fn until_due(start: Instant, i: u64, rate: f64) -> Duration {
+    if rate <= 0.0 {
+        return Duration::ZERO;
+    }
+    let offset = Duration::from_secs_f64(i as f64 / rate);
+    let due = start + offset;
+    if due > Instant::now() + Duration::from_millis(1) {
+        tokio::time::sleep_until(due.into()).await;
+    }
+    offset
 }
 
 /// A user drawn with probability falling as a power of their id: low ids are popular.
@@ -120,18 +173,7 @@ impl Actions {
         let roll: f64 = self.rng.random();
         let id = event_id(&mut self.rng, time_ms);
         let actor = self.rng.random_range(1..self.users);
-        let mut act = Activity {
-            id,
-            actor,
-            verb: "post".into(),
-            object: format!("post:{id}"),
-            target: None,
-            time_ms,
-            to: vec![],
-            text: String::new(),
-            attributes: Default::default(),
-            producer: self.producer.clone(),
-        };
+        let mut act = post(id, actor, time_ms, "", &self.producer);
         let kind = if roll < 0.44 || self.posts.is_empty() {
             if self.rng.random_bool(0.01) {
                 act.actor = CELEBRITY;

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::process::Command;
 
-use tidings_core::keys::feed::{self, FeedKind};
+use tidings_core::keys::feed::FeedKind;
 use tidings_core::keys::{self, pull};
 use tidings_core::page::PageEntry;
 use tidings_core::{EventId, UserId};
@@ -23,20 +23,6 @@ fn count(store: &dyn Store, keyspace: &str) -> u64 {
         .range(&b, &e, RangeOptions::default())
         .unwrap()
         .len() as u64
-}
-
-/// The ids in a feed's index, hidden or not.
-fn index_ids(store: &dyn Store, user: UserId, kind: FeedKind) -> HashSet<EventId> {
-    let sub = feed::feed(1, user, kind);
-    let (b, e) = sub.range();
-    store
-        .snapshot()
-        .unwrap()
-        .range(&b, &e, RangeOptions::default())
-        .unwrap()
-        .iter()
-        .map(|(k, _)| feed::parse_key(&sub, k).unwrap().id)
-        .collect()
 }
 
 /// Every id a reader can page through, and the actors of those items.
@@ -151,7 +137,7 @@ fn the_demo_report_agrees_with_the_store() {
     let mut checked = 0;
     for user in 0..60 {
         for kind in FeedKind::ALL {
-            let index = index_ids(&*store, user, kind);
+            let index = common::index_ids(&*store, user, kind);
             let seen = readable(&*store, user, kind);
             let seen_ids: HashSet<EventId> = seen.iter().map(|(id, _)| *id).collect();
             assert_eq!(

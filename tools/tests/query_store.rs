@@ -14,14 +14,14 @@ use tidings_consumers::project::Projector;
 use tidings_core::event::{
     Activity, Event, GraphChange, GraphOp, Producer as Who, Retraction, Update,
 };
-use tidings_core::keys::feed::{self, FeedKind};
+use tidings_core::keys::feed::FeedKind;
 use tidings_core::keys::marks::Mark;
 use tidings_core::keys::pull;
 use tidings_core::{EventId, UserId};
 use tidings_query::cache::{page_json, PageCache};
 use tidings_query::notify;
 use tidings_query::{FeedRequest, ReadConfig};
-use tidings_store::{RangeOptions, Store};
+use tidings_store::Store;
 
 const CELEB: UserId = 100;
 const USERS: i64 = 12;
@@ -75,7 +75,7 @@ fn walk(
 }
 
 fn raw_entries(store: &dyn Store, user: UserId, kind: FeedKind) -> usize {
-    raw_ids(store, user, kind).len()
+    common::index_ids(store, user, kind).len()
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn every_page_equals_the_feed_expected_from_the_actions() {
     drop(snap);
     let celeb_posts: Vec<EventId> = model.feed(CELEB, FeedKind::User);
     assert!(celeb_posts.len() >= 3);
-    let pushed_to_3 = raw_ids(&*store, 3, FeedKind::Home);
+    let pushed_to_3 = common::index_ids(&*store, 3, FeedKind::Home);
     assert!(
         celeb_posts.iter().any(|id| !pushed_to_3.contains(id)),
         "some celebrity post must be served by pull, not by push"
@@ -112,20 +112,6 @@ fn every_page_equals_the_feed_expected_from_the_actions() {
     }
     // Unknown user: empty feeds.
     assert!(walk(&*store, None, 99_999, FeedKind::Home, 20).is_empty());
-}
-
-/// The ids in a feed's index, hidden or not (no read-time filtering).
-fn raw_ids(store: &dyn Store, user: UserId, kind: FeedKind) -> HashSet<EventId> {
-    let sub = feed::feed(1, user, kind);
-    let (b, e) = sub.range();
-    store
-        .snapshot()
-        .unwrap()
-        .range(&b, &e, RangeOptions::default())
-        .unwrap()
-        .iter()
-        .filter_map(|(k, _)| feed::parse_key(&sub, k).map(|p| p.id))
-        .collect()
 }
 
 fn post(n: u64, actor: UserId, to: Vec<UserId>) -> Event {
@@ -380,7 +366,7 @@ fn maintenance_trims_feeds_and_removes_unfollowed_entries_idempotently() {
 #[test]
 fn unfollowed_authors_are_hidden_for_readers_following_few_or_many() {
     use common::model::{id, who};
-    use tidings_core::event::{GraphChange, GraphOp};
+    use tidings_core::event::GraphOp;
 
     let tmp = tempfile::tempdir().unwrap();
     let store = common::store(tmp.path());
@@ -390,16 +376,7 @@ fn unfollowed_authors_are_hidden_for_readers_following_few_or_many() {
         n += 1;
         (id(n), BASE_MS + n as i64 * 1_000)
     };
-    let graph = |op, actor, subject, (id, time_ms): (EventId, i64)| {
-        Event::Graph(GraphChange {
-            id,
-            actor,
-            subject,
-            op,
-            time_ms,
-            producer: who(),
-        })
-    };
+    let graph = common::model::graph_change;
     // Reader 1 follows 300 authors (more than one range's worth), reader 2 follows 20.
     const FEW: UserId = 2;
     const MANY: UserId = 1;

@@ -37,7 +37,7 @@ use tidings_core::keys::graph::{self, Count, Edge};
 use tidings_core::keys::meta;
 use tidings_core::page::PageEntry;
 use tidings_core::write::encode_i64;
-use tidings_core::{Activity, Event, GraphOp, Producer as Who, UserId};
+use tidings_core::{Event, GraphOp, Producer as Who, UserId};
 use tidings_producers::broker::{BrokerStorage, LocalBroker};
 use tidings_producers::topics::{self, DEFAULT_PARTITIONS};
 use tidings_producers::{KafkaConfig, Producer, ProducerConfig, Topics};
@@ -111,18 +111,8 @@ fn who() -> Who {
 
 fn post(rng: &mut SmallRng, actor: UserId, time_ms: i64) -> Event {
     let id = event_id(rng, time_ms);
-    Event::Activity(Activity {
-        id,
-        actor,
-        verb: "post".into(),
-        object: format!("post:{id}"),
-        target: None,
-        time_ms,
-        to: vec![],
-        text: "benchmark post: a sentence of ordinary length, like most posts have".into(),
-        attributes: Default::default(),
-        producer: who(),
-    })
+    let text = "benchmark post: a sentence of ordinary length, like most posts have";
+    Event::Activity(workload::post(id, actor, time_ms, text, &who()))
 }
 
 /// The broker, a runtime and a producer shared by every phase.
@@ -178,18 +168,7 @@ impl Rig {
     /// Publishes everything as fast as the producer takes it; seconds until all acknowledged.
     fn burst(&self, producer: &Producer, events: Vec<Event>) -> anyhow::Result<f64> {
         let start = Instant::now();
-        let failed = self.rt.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for e in events {
-                let p = producer.clone();
-                tasks.spawn(async move { p.publish(e).await.is_err() });
-            }
-            let mut failed = 0u64;
-            while let Some(r) = tasks.join_next().await {
-                failed += u64::from(r.unwrap_or(true));
-            }
-            failed
-        });
+        let failed = self.rt.block_on(workload::publish_all(producer, events));
         if failed > 0 {
             bail!("{failed} publishes were not acknowledged");
         }
@@ -205,11 +184,7 @@ async fn paced(producer: Producer, users: i64, rate: f64, seed: u64, stop: Arc<A
     let t0 = SystemClock.now_ms();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let offset = Duration::from_secs_f64(i as f64 / rate);
-        let due = start + offset;
-        if due > Instant::now() + Duration::from_millis(1) {
-            tokio::time::sleep_until(due.into()).await;
-        }
+        let offset = workload::until_due(start, i, rate).await;
         let actor = rng.random_range(1..users);
         let e = post(&mut rng, actor, t0 + offset.as_millis() as i64);
         let p = producer.clone();
@@ -223,26 +198,9 @@ async fn paced(producer: Producer, users: i64, rate: f64, seed: u64, stop: Arc<A
     i
 }
 
-fn applied(stats: &Stats) -> u64 {
-    stats.events.load(Ordering::Relaxed) + stats.dead.load(Ordering::Relaxed)
-}
-
 /// Waits until `want` records were applied (no progress for 60 s is an error).
 fn wait_for(stats: &Stats, want: u64, what: &str) -> anyhow::Result<()> {
-    let pb = crate::progress::bar(want, what);
-    let mut last = (applied(stats), Instant::now());
-    while applied(stats) < want {
-        std::thread::sleep(Duration::from_millis(2));
-        let now = applied(stats);
-        pb.set_position(now);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(60) {
-            bail!("{what}: the consumer stalled at {now} of {want} records");
-        }
-    }
-    pb.finish_and_clear();
-    Ok(())
+    crate::progress::wait_applied(stats, want, what, Duration::from_secs(60))
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -418,7 +376,7 @@ fn fanout(
     );
     eprintln!("latency: {rate:.0} posts/s for {} s…", a.seconds);
     stats.visible.reset();
-    let before = applied(&stats);
+    let before = stats.finished();
     if a.phases.contains(&Phase::Latency) {
         let stop = Arc::new(AtomicBool::new(false));
         let offered = rig.rt.spawn(paced(
@@ -481,23 +439,12 @@ fn fanout(
             server.abort();
             r
         })?;
-        report.figure(
-            &format!("reads, {name}: pages/s"),
-            phase.pages as f64 / phase.secs,
-            "pages/s",
-            (name == "cache on").then_some(20_000.0),
-        );
-        report.figure_low(
-            &format!("reads, {name}: p50"),
-            phase.hist.value_at_quantile(0.5) as f64 / 1000.0,
-            "ms",
-            None,
-        );
-        report.figure_low(
-            &format!("reads, {name}: p99"),
-            phase.hist.value_at_quantile(0.99) as f64 / 1000.0,
-            "ms",
-            (name == "cache on").then_some(10.0),
+        let on = name == "cache on";
+        phase.report(
+            report,
+            &format!("reads, {name}"),
+            on.then_some(20_000.0),
+            on.then_some(10.0),
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -547,7 +494,7 @@ fn celebrity(
         let c = rig.consumer(store.clone(), &topics, threshold)?;
         // A post by someone without followers first: the clock starts with the consumer
         // caught up, not while it connects.
-        let before = applied(&c.stats());
+        let before = c.stats().finished();
         rig.burst(
             &producer,
             vec![post(rng, a.celebrity_followers + 1, SystemClock.now_ms())],

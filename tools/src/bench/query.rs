@@ -163,6 +163,32 @@ pub(super) struct Phase {
     pub hist: hdrhistogram::Histogram<u64>,
 }
 
+impl Phase {
+    /// Adds `{name}: pages/s`, `{name}: p50` and `{name}: p99` (ms) to `report`.
+    pub fn report(
+        &self,
+        report: &mut Report,
+        name: &str,
+        pages_target: Option<f64>,
+        p99_target: Option<f64>,
+    ) {
+        report.figure(
+            &format!("{name}: pages/s"),
+            self.pages as f64 / self.secs,
+            "pages/s",
+            pages_target,
+        );
+        for (q, label, target) in [(0.5, "p50", None), (0.99, "p99", p99_target)] {
+            report.figure_low(
+                &format!("{name}: {label}"),
+                self.hist.value_at_quantile(q) as f64 / 1000.0,
+                "ms",
+                target,
+            );
+        }
+    }
+}
+
 /// How a load phase asks: the first home page of uniformly random users.
 pub(super) struct Load {
     pub users: i64,
@@ -347,22 +373,10 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
             ("cache off", 20) => Some(5_000.0),
             _ => None,
         };
-        report.figure(
-            &format!("{name}: pages/s"),
-            phase.pages as f64 / phase.secs,
-            "pages/s",
+        phase.report(
+            &mut report,
+            name,
             target,
-        );
-        report.figure_low(
-            &format!("{name}: p50"),
-            phase.hist.value_at_quantile(0.5) as f64 / 1000.0,
-            "ms",
-            None,
-        );
-        report.figure_low(
-            &format!("{name}: p99"),
-            phase.hist.value_at_quantile(0.99) as f64 / 1000.0,
-            "ms",
             (name == "cache on").then_some(10.0),
         );
         report.context(&format!("{name}: failed requests"), phase.errors);

@@ -91,6 +91,28 @@ pub fn feed_ids(store: &dyn Store, user: UserId, kind: FeedKind) -> Vec<EventId>
         .collect()
 }
 
+/// The ids in a feed's index (projection 1), hidden or not: no read-time filtering.
+pub fn index_ids(
+    store: &dyn Store,
+    user: UserId,
+    kind: FeedKind,
+) -> std::collections::HashSet<EventId> {
+    let sub = tidings_core::keys::feed::feed(1, user, kind);
+    let (b, e) = sub.range();
+    store
+        .snapshot()
+        .unwrap()
+        .range(&b, &e, RangeOptions::default())
+        .unwrap()
+        .iter()
+        .map(|(k, _)| {
+            tidings_core::keys::feed::parse_key(&sub, k)
+                .expect("an index key this build can parse")
+                .id
+        })
+        .collect()
+}
+
 /// Every key and value in the store, for whole-store comparisons.
 pub fn dump(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
     store

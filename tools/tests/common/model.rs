@@ -88,6 +88,23 @@ pub fn who() -> Who {
     Who::new("scenario", "1")
 }
 
+/// A graph change by `actor` on `subject` with the given id and time.
+pub fn graph_change(
+    op: GraphOp,
+    actor: UserId,
+    subject: UserId,
+    (id, time_ms): (EventId, i64),
+) -> Event {
+    Event::Graph(GraphChange {
+        id,
+        actor,
+        subject,
+        op,
+        time_ms,
+        producer: who(),
+    })
+}
+
 /// A seeded scenario: `users` ordinary users, one author (`celebrity`) followed by more than
 /// `threshold` of them, follows, posts with mentions, likes notifying the liked post's owner,
 /// retractions, unfollows, blocks and mutes. Events carry fixed ids and increasing times.
@@ -99,16 +116,7 @@ pub fn scenario(seed: u64, users: i64, celebrity: UserId) -> Vec<Event> {
         (id(n), BASE_MS + n as i64 * 1_000)
     };
     let mut out = Vec::new();
-    let graph = |op, actor, subject, (id, time_ms): (EventId, i64)| {
-        Event::Graph(GraphChange {
-            id,
-            actor,
-            subject,
-            op,
-            time_ms,
-            producer: who(),
-        })
-    };
+    let graph = graph_change;
     let mut follows = BTreeSet::new();
     // The celebrity posts twice before anyone follows (backfill / pull of older items).
     let mut posts: Vec<(EventId, UserId, String)> = Vec::new();
