@@ -136,6 +136,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Commits refused because another consumer had moved the offset.
     pub fenced: AtomicU64,
+    /// Records left out by a skip filter (a rebuild's `--skip`); their offsets still move.
+    pub filtered: AtomicU64,
 }
 
 impl Stats {
@@ -147,6 +149,17 @@ impl Stats {
     }
 }
 
+/// Events an [`Applier`] leaves out (they change nothing, their offsets still move): the
+/// surgical rollback of a bad deploy (`tidings rebuild --skip producer=svc-x@1.4.2`).
+#[derive(Clone)]
+pub struct SkipFilter(pub Arc<dyn Fn(&Event) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SkipFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipFilter(..)")
+    }
+}
+
 /// Applies records to one projection for one named consumer.
 #[derive(Debug, Clone)]
 pub struct Applier {
@@ -154,6 +167,8 @@ pub struct Applier {
     projector: Projector,
     consumer: String,
     stats: Arc<Stats>,
+    skip: Option<SkipFilter>,
+    batch_bytes: usize,
 }
 
 /// One store batch under construction.
@@ -162,6 +177,8 @@ struct Pending {
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     applied: Applied,
+    /// `batch.size()` so far, kept as events are added (recomputing it per event is quadratic).
+    bytes: usize,
 }
 
 impl Pending {
@@ -171,6 +188,7 @@ impl Pending {
             next: BTreeMap::new(),
             dead: Vec::new(),
             applied: Applied::default(),
+            bytes: 0,
         }
     }
 
@@ -195,7 +213,30 @@ impl Applier {
             projector,
             consumer: consumer.into(),
             stats: Arc::default(),
+            skip: None,
+            batch_bytes: BATCH_BYTES,
         }
+    }
+
+    /// The same applier writing projection `p` instead (same consumer name and totals): how
+    /// the consume loop follows `("meta","active")` after a switch.
+    pub fn for_projection(&self, p: Projection) -> Self {
+        let mut a = self.clone();
+        a.projector.projection = p;
+        a
+    }
+
+    /// Leaves out the events `skip` matches (their offsets still move past them).
+    pub fn with_skip(mut self, skip: SkipFilter) -> Self {
+        self.skip = Some(skip);
+        self
+    }
+
+    /// Aims for store batches of `bytes` instead of [`BATCH_BYTES`] (bulk rebuilds; keep it
+    /// under FoundationDB's 10 MB). Batch boundaries change nothing in what is written.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
     }
 
     /// The running totals.
@@ -206,6 +247,15 @@ impl Applier {
     /// The projection written.
     pub fn projection(&self) -> Projection {
         self.projector.projection
+    }
+
+    /// The projection `("meta","active")` names now (absent: the default, 1).
+    pub fn active_projection(&self) -> Result<Projection, ApplyError> {
+        Ok(self
+            .store
+            .snapshot()?
+            .get(&keys::meta::active())?
+            .map_or(keys::meta::DEFAULT_PROJECTION, |v| decode_i64(&v)))
     }
 
     /// The consumer name offsets are stored under.
@@ -238,7 +288,7 @@ impl Applier {
             let snap = self.store.snapshot()?;
             let mut overlay = Overlay::new(&*snap);
             let mut p = Pending::new();
-            while i < records.len() && p.batch.size() < BATCH_BYTES {
+            while i < records.len() && p.bytes < self.batch_bytes {
                 let r = &records[i];
                 let tp = r.tp();
                 let Some(stored) = positions.get(&tp).copied() else {
@@ -276,6 +326,12 @@ impl Applier {
                     }
                     Some(Ok(e)) => e,
                 };
+                if self.skip.as_ref().is_some_and(|f| (f.0)(&event)) {
+                    self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                    p.next.insert(tp, r.offset + 1);
+                    i += 1;
+                    continue;
+                }
                 let body = r.payload.as_deref().unwrap_or_default();
                 let resume = match self.projector.stored_resume(&overlay, &event) {
                     Ok(r) => r,
@@ -331,6 +387,7 @@ impl Applier {
                     break;
                 }
                 overlay.apply(&step.plan.mutations);
+                p.bytes += step.plan.mutations.iter().map(|m| m.size()).sum::<usize>();
                 p.batch.extend(step.plan.mutations);
                 p.next.insert(tp, r.offset + 1);
                 p.applied.events += 1;
