@@ -1,6 +1,7 @@
 //! `tidings bench …`: benchmarks that print their figures, run on purpose (never in tests).
 
 mod query;
+mod replay;
 mod report;
 mod store;
 
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Feed pages over loopback HTTP, page cache on and off.
     Query(query::QueryArgs),
+    /// Replay read events/s and rebuild index entries/s against the live fan-out rate.
+    Replay(replay::ReplayBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -22,5 +25,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Query(args) => query::run(args),
+        BenchCommand::Replay(args) => replay::run(args),
     }
 }
