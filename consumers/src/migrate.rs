@@ -287,9 +287,11 @@ pub fn run(
                     let e = state.dest_ends.entry(d.partition).or_insert(0);
                     *e = (*e).max(d.offset + 1);
                 }
-                Ok(Err((e, _))) => return Err(format!(
+                Ok(Err((e, _))) => {
+                    return Err(format!(
                     "a copy was not acknowledged ({e}); rerun to resume from the last checkpoint"
-                )),
+                ))
+                }
                 Err(_) => return Err("the producer shut down".into()),
             }
         }

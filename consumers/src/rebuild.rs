@@ -40,7 +40,6 @@ use tidings_store::{Store, WriteBatch};
 
 use crate::apply::{
     Applier, ApplyError, DeadLetter, DeadLetterSink, Outcome, Positions, Record, SkipFilter, Stats,
-    TopicPartition,
 };
 use crate::log::{LogError, LogReader, Next, PartitionRange};
 use crate::project::Projector;
