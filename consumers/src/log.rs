@@ -186,9 +186,7 @@ impl LogReader {
             let missing: Vec<TopicPartition> = self
                 .parts
                 .keys()
-                .filter(|tp| {
-                    !matches!(self.consumer.get_watermark_offsets(&tp.0, tp.1), Ok((_, hi)) if hi >= 0)
-                })
+                .filter(|tp| cached_high_watermark(&self.consumer, &tp.0, tp.1).is_none())
                 .cloned()
                 .collect();
             if missing.is_empty() {
@@ -203,7 +201,9 @@ impl LogReader {
         }
         let mut ends = BTreeMap::new();
         for (tp, p) in self.parts.iter_mut() {
-            let (_, hi) = self.consumer.get_watermark_offsets(&tp.0, tp.1)?;
+            let hi = cached_high_watermark(&self.consumer, &tp.0, tp.1).ok_or_else(|| {
+                LogError::Timeout(format!("the high watermark of {tp:?} is no longer known"))
+            })?;
             let end = p.end.map_or(hi, |e| e.min(hi));
             p.end = Some(end);
             p.buf.retain(|(r, _)| r.offset < end);
@@ -335,6 +335,28 @@ impl LogReader {
         }
         any
     }
+}
+
+/// The high watermark of `topic`/`partition` as the last fetch answer gave it (no request:
+/// librdkafka caches it per partition); `None` before the first fetch answer. rdkafka 0.39
+/// only offers `fetch_watermarks`, a ListOffsets request, which tansu 0.6 can answer wrongly.
+#[allow(unsafe_code)]
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut lo, mut hi) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is owned by `consumer` and lives for the call; `topic` is a
+    // NUL-terminated string that outlives it; `lo` and `hi` are valid for writes. The function
+    // only reads the client's cached partition state under librdkafka's own locks.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut lo,
+            &mut hi,
+        )
+    };
+    (err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0).then_some(hi)
 }
 
 /// Range, probe and time checks for one fetched message; the record if it is wanted.

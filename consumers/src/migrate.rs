@@ -283,7 +283,7 @@ pub fn run(
         for r in futures::executor::block_on(futures::future::join_all(pending.drain(..))) {
             match r {
                 Ok(Ok(d)) => {
-                    let d: rdkafka::message::Delivery = d;
+                    let d: rdkafka::producer::future_producer::Delivery = d;
                     let e = state.dest_ends.entry(d.partition).or_insert(0);
                     *e = (*e).max(d.offset + 1);
                 }
