@@ -3,9 +3,9 @@
 //! A [`LogReader`] `assign()`s the partitions it is given (it never `subscribe()`s, so it
 //! joins no group and triggers no rebalance) and never commits, so the live consumers' offsets
 //! — Kafka's and the store's — do not move. Each partition has a range `[start, end)`; an
-//! open end is fixed at the **high watermark of the first fetch answer** (tansu 0.6's
-//! ListOffsets(latest) can be wrong) by [`LogReader::fix_ends`], so a bounded read stops at the
-//! head seen at start.
+//! open end is fixed at the **high watermark the fetch answers report** (through librdkafka's
+//! statistics, see [`Watermarks`]; tansu 0.6's ListOffsets(latest) can be wrong) by
+//! [`LogReader::fix_ends`], so a bounded read stops at the head seen at start.
 //!
 //! Records come out in two orders:
 //! - [`LogReader::next_polled`]: as fetched (fast; per-partition order only), for replay;
@@ -19,10 +19,12 @@
 //! checked; past the start, the partition is re-read from offset 0 and what lies below the
 //! start is dropped (`reread` does that up front).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_producers::KafkaConfig;
@@ -94,7 +96,7 @@ impl Part {
 
 /// A group-less, commit-less reader of partition ranges.
 pub struct LogReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Watermarks>,
     parts: BTreeMap<TopicPartition, Part>,
     headers: bool,
 }
@@ -129,11 +131,12 @@ impl LogReader {
             .set("fetch.max.bytes", "104857600")
             .set("max.partition.fetch.bytes", "16777216")
             .set("queued.max.messages.kbytes", "262144")
-            .set("isolation.level", "read_uncommitted");
+            .set("isolation.level", "read_uncommitted")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS);
         for (k, v) in &kafka.extra {
             c.set(k, v);
         }
-        let consumer: BaseConsumer = c.create()?;
+        let consumer: BaseConsumer<Watermarks> = c.create_with_context(Watermarks::default())?;
         let mut tpl = TopicPartitionList::new();
         let mut parts = BTreeMap::new();
         let mut topics: Vec<&str> = Vec::new();
@@ -178,15 +181,15 @@ impl LogReader {
         }
     }
 
-    /// Fixes every end at the high watermark of the first fetch answer (a given end beyond it
-    /// is lowered to it; records fetched meanwhile are kept). Returns each partition's end.
+    /// Fixes every end at the first high watermark reported after a fetch answer (a given end
+    /// beyond it is lowered to it; records fetched meanwhile are kept). Returns each partition's end.
     pub fn fix_ends(&mut self, limit: Duration) -> Result<BTreeMap<TopicPartition, i64>, LogError> {
         let started = Instant::now();
         loop {
             let missing: Vec<TopicPartition> = self
                 .parts
                 .keys()
-                .filter(|tp| cached_high_watermark(&self.consumer, &tp.0, tp.1).is_none())
+                .filter(|tp| self.consumer.context().get(tp).is_none())
                 .cloned()
                 .collect();
             if missing.is_empty() {
@@ -201,9 +204,11 @@ impl LogReader {
         }
         let mut ends = BTreeMap::new();
         for (tp, p) in self.parts.iter_mut() {
-            let hi = cached_high_watermark(&self.consumer, &tp.0, tp.1).ok_or_else(|| {
+            let hi = self.consumer.context().get(tp).ok_or_else(|| {
                 LogError::Timeout(format!("the high watermark of {tp:?} is no longer known"))
             })?;
+            // Statistics can lag the fetches: a record already accepted existed at start too.
+            let hi = hi.max(p.next);
             let end = p.end.map_or(hi, |e| e.min(hi));
             p.end = Some(end);
             p.buf.retain(|(r, _)| r.offset < end);
@@ -337,32 +342,69 @@ impl LogReader {
     }
 }
 
-/// The high watermark of `topic`/`partition` as the last fetch answer gave it (no request:
-/// librdkafka caches it per partition); `None` before the first fetch answer. rdkafka 0.39
-/// only offers `fetch_watermarks`, a ListOffsets request, which tansu 0.6 can answer wrongly.
-#[allow(unsafe_code)]
-fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut lo, mut hi) = (-1_i64, -1_i64);
-    // SAFETY: the client pointer is owned by `consumer` and lives for the call; `topic` is a
-    // NUL-terminated string that outlives it; `lo` and `hi` are valid for writes. The function
-    // only reads the client's cached partition state under librdkafka's own locks.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut lo,
-            &mut hi,
-        )
-    };
-    (err == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0).then_some(hi)
+/// The high watermark of every assigned partition as the fetch answers gave it, taken from
+/// librdkafka's statistics (`hi_offset`, the very value librdkafka caches per partition from
+/// fetch answers). rdkafka 0.39 has no safe call for the cached value itself: its
+/// `fetch_watermarks` sends a ListOffsets request, which tansu 0.6 can answer wrongly, and
+/// messages carry no watermark. Statistics come every [`STATS_INTERVAL_MS`] through `poll`.
+#[derive(Debug, Default)]
+pub struct Watermarks(Mutex<HashMap<TopicPartition, i64>>);
+
+/// How often librdkafka reports statistics (and so the high watermarks) to a [`LogReader`].
+const STATS_INTERVAL_MS: &str = "100";
+
+impl Watermarks {
+    /// The last reported high watermark of `tp`; `None` before the first fetch answer.
+    fn get(&self, tp: &TopicPartition) -> Option<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tp)
+            .copied()
+    }
 }
+
+impl ClientContext for Watermarks {
+    fn stats_raw(&self, json: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Stats {
+            #[serde(default)]
+            topics: HashMap<String, Topic>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Topic {
+            #[serde(default)]
+            partitions: HashMap<String, Part>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Part {
+            partition: i32,
+            hi_offset: i64,
+        }
+        let stats: Stats = match serde_json::from_slice(json) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable librdkafka statistics");
+                return;
+            }
+        };
+        let mut marks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (topic, t) in stats.topics {
+            for p in t.partitions.into_values() {
+                if p.partition >= 0 && p.hi_offset >= 0 {
+                    marks.insert((topic.clone(), p.partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Watermarks {}
 
 /// Range, probe and time checks for one fetched message; the record if it is wanted.
 fn accept(
     parts: &mut BTreeMap<TopicPartition, Part>,
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Watermarks>,
     with_headers: bool,
     m: &impl Message,
 ) -> Option<Headered> {
