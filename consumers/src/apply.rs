@@ -139,6 +139,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Commits refused because another consumer had moved the offset.
     pub fenced: AtomicU64,
+    /// Records left out by a skip filter (a rebuild's `--skip`); their offsets still move.
+    pub filtered: AtomicU64,
 }
 
 /// Publish→visible latency, in ms: the time an event's effects were committed (readable by
@@ -198,6 +200,17 @@ impl Stats {
     }
 }
 
+/// Events an [`Applier`] leaves out (they change nothing, their offsets still move): the
+/// surgical rollback of a bad deploy (`tidings rebuild --skip producer=svc-x@1.4.2`).
+#[derive(Clone)]
+pub struct SkipFilter(pub Arc<dyn Fn(&Event) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SkipFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipFilter(..)")
+    }
+}
+
 /// Applies records to one projection for one named consumer.
 #[derive(Debug, Clone)]
 pub struct Applier {
@@ -205,6 +218,12 @@ pub struct Applier {
     projector: Projector,
     consumer: String,
     stats: Arc<Stats>,
+    skip: Option<SkipFilter>,
+    batch_bytes: usize,
+    /// When following the active projection: the raw `("meta","active")` value this applier
+    /// was chosen by. Every commit requires it unchanged, so a batch polled just before a
+    /// switch cannot land in the projection switched away from (it is fenced and re-polled).
+    active_guard: Option<Option<Vec<u8>>>,
 }
 
 /// One store batch under construction.
@@ -244,6 +263,11 @@ fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
     }
 }
 
+/// The projection a raw `("meta","active")` value names (absent: the default, 1).
+fn projection_named(raw: Option<&[u8]>) -> Projection {
+    raw.map_or(keys::meta::DEFAULT_PROJECTION, decode_i64)
+}
+
 impl Applier {
     /// An applier writing `projector.projection` under consumer name `consumer`.
     pub fn new(store: Arc<dyn Store>, projector: Projector, consumer: impl Into<String>) -> Self {
@@ -252,7 +276,31 @@ impl Applier {
             projector,
             consumer: consumer.into(),
             stats: Arc::default(),
+            skip: None,
+            batch_bytes: BATCH_BYTES,
+            active_guard: None,
         }
+    }
+
+    /// The same applier writing projection `p` instead (same consumer name and totals): how
+    /// the consume loop follows `("meta","active")` after a switch.
+    pub fn for_projection(&self, p: Projection) -> Self {
+        let mut a = self.clone();
+        a.projector.projection = p;
+        a
+    }
+
+    /// Leaves out the events `skip` matches (their offsets still move past them).
+    pub fn with_skip(mut self, skip: SkipFilter) -> Self {
+        self.skip = Some(skip);
+        self
+    }
+
+    /// Aims for store batches of `bytes` instead of [`BATCH_BYTES`] (bulk rebuilds; keep it
+    /// under FoundationDB's 10 MB). Batch boundaries change nothing in what is written.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
     }
 
     /// The running totals.
@@ -263,6 +311,31 @@ impl Applier {
     /// The projection written.
     pub fn projection(&self) -> Projection {
         self.projector.projection
+    }
+
+    /// The projection `("meta","active")` names now (absent: the default, 1).
+    pub fn active_projection(&self) -> Result<Projection, ApplyError> {
+        Ok(projection_named(self.active_raw()?.as_deref()))
+    }
+
+    /// The raw `("meta","active")` value.
+    fn active_raw(&self) -> Result<Option<Vec<u8>>, ApplyError> {
+        Ok(self.store.snapshot()?.get(&keys::meta::active())?)
+    }
+
+    /// Reads `("meta","active")` and, if it names another projection, returns an applier for
+    /// that one (`None`: this one is still active). Either way the active applier's commits
+    /// from now on require the value just read (see `active_guard`).
+    pub fn follow_active(&mut self) -> Result<Option<Applier>, ApplyError> {
+        let raw = self.active_raw()?;
+        let active = projection_named(raw.as_deref());
+        if active == self.projection() {
+            self.active_guard = Some(raw);
+            return Ok(None);
+        }
+        let mut next = self.for_projection(active);
+        next.active_guard = Some(raw);
+        Ok(Some(next))
     }
 
     /// The consumer name offsets are stored under.
@@ -295,7 +368,7 @@ impl Applier {
             let snap = self.store.snapshot()?;
             let mut overlay = Overlay::new(&*snap);
             let mut p = Pending::new();
-            while i < records.len() && p.bytes < BATCH_BYTES {
+            while i < records.len() && p.bytes < self.batch_bytes {
                 let r = &records[i];
                 let tp = r.tp();
                 let Some(stored) = positions.get(&tp).copied() else {
@@ -333,6 +406,12 @@ impl Applier {
                     }
                     Some(Ok(e)) => e,
                 };
+                if self.skip.as_ref().is_some_and(|f| (f.0)(&event)) {
+                    self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                    p.next.insert(tp, r.offset + 1);
+                    i += 1;
+                    continue;
+                }
                 let body = r.payload.as_deref().unwrap_or_default();
                 let resume = match self.projector.stored_resume(&overlay, &event) {
                     Ok(r) => r,
@@ -477,6 +556,9 @@ impl Applier {
                 metrics::counter!("tidings_dead_letters_total", "reason" => d.code.clone())
                     .increment(1);
             }
+        }
+        if let Some(raw) = &self.active_guard {
+            p.batch.require(keys::meta::active(), raw.clone());
         }
         for (tp, next) in &p.next {
             let key = self.offset_key(tp);

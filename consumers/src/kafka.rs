@@ -80,6 +80,9 @@ pub struct ConsumerConfig {
     /// stored, instead of fetching from the stored offset. Needed on tansu 0.6 (see
     /// [`start_offset`]); `tidings up` sets it for its local broker.
     pub reread_from_start: bool,
+    /// Check `("meta","active")` before every batch and move to the projection it names
+    /// (re-reading that projection's stored offsets), so `tidings switch` needs no restart.
+    pub follow_active: bool,
 }
 
 impl ConsumerConfig {
@@ -94,6 +97,7 @@ impl ConsumerConfig {
             poll_wait: Duration::from_millis(50),
             session_timeout: Duration::from_secs(10),
             reread_from_start: false,
+            follow_active: true,
         }
     }
 }
@@ -114,7 +118,8 @@ pub enum ConsumeError {
 
 /// Shared between the loop and the rebalance callback (which runs inside `poll`).
 struct Ctx {
-    applier: Applier,
+    /// The applier of the projection written now (replaced when the active one changes).
+    applier: Mutex<Applier>,
     positions: Arc<Mutex<Positions>>,
     /// Partitions just positioned at a stored offset, to verify (see [`Probe`]).
     probes: Mutex<Vec<(TopicPartition, i64)>>,
@@ -175,8 +180,13 @@ impl ConsumerContext for Ctx {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
+                let applier = self
+                    .applier
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 for (topic, partition) in tps {
-                    match self.applier.stored_offset(&topic, partition) {
+                    match applier.stored_offset(&topic, partition) {
                         Ok(stored) => {
                             let _ = tpl.set_partition_offset(
                                 &topic,
@@ -363,7 +373,7 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
     let positions: Arc<Mutex<Positions>> = Arc::default();
     let stats = applier.stats();
     let ctx = Ctx {
-        applier: applier.clone(),
+        applier: Mutex::new(applier.clone()),
         positions: positions.clone(),
         probes: Mutex::default(),
         reread: cfg.reread_from_start,
@@ -429,7 +439,7 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
         let positions = positions.clone();
         std::thread::Builder::new()
             .name(format!("consume-{}", cfg.group))
-            .spawn(move || run(&cfg, &consumer, &applier, &dlq, &positions, &stop))
+            .spawn(move || run(&cfg, &consumer, applier, &dlq, &positions, &stop))
             .map_err(|e| ConsumeError::Setup(format!("cannot start the consumer thread: {e}")))?
     };
     Ok(ConsumerHandle {
@@ -455,7 +465,7 @@ pub fn to_record(m: &impl Message) -> Record {
 fn run(
     cfg: &ConsumerConfig,
     consumer: &BaseConsumer<Ctx>,
-    applier: &Applier,
+    mut applier: Applier,
     dlq: &KafkaDeadLetters,
     positions: &Mutex<Positions>,
     stop: &AtomicBool,
@@ -466,6 +476,14 @@ fn run(
     let mut probes: HashMap<TopicPartition, Probe> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         batch.clear();
+        if cfg.follow_active {
+            if let Err(e) = follow_active(cfg, consumer, &mut applier, positions, &mut probes) {
+                tracing::error!(error = %e, retry_in = ?backoff, "cannot read the active projection; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
         check_positions(consumer, &mut probes, &mut batch);
         let mut wait = cfg.poll_wait;
         while batch.len() < cfg.max_batch {
@@ -539,6 +557,56 @@ fn run(
         commit_lag_hint(consumer, positions);
     }
     tracing::info!(group = %cfg.group, "consumer stopped after its last batch");
+    Ok(())
+}
+
+/// Moves the loop to the projection `("meta","active")` names, if it changed: from the next
+/// batch on, effects go there and every owned partition restarts from that projection's own
+/// stored offsets (a rebuild stores them under this consumer's name), so nothing is lost or
+/// applied twice in the new projection. Called between batches, never with one in flight.
+fn follow_active(
+    cfg: &ConsumerConfig,
+    consumer: &BaseConsumer<Ctx>,
+    applier: &mut Applier,
+    positions: &Mutex<Positions>,
+    probes: &mut HashMap<TopicPartition, Probe>,
+) -> Result<(), crate::apply::ApplyError> {
+    let Some(next) = applier.follow_active()? else {
+        return Ok(());
+    };
+    let active = next.projection();
+    let mut pos = positions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut moved = Vec::new();
+    for tp in pos.keys() {
+        moved.push((tp.clone(), next.stored_offset(&tp.0, tp.1)?));
+    }
+    tracing::warn!(
+        from = applier.projection(),
+        to = active,
+        partitions = moved.len(),
+        "the active projection changed; the consumer moves to it"
+    );
+    *consumer
+        .context()
+        .applier
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = next.clone();
+    for (tp, stored) in moved {
+        pos.insert(tp.clone(), stored);
+        if let Err(e) = consumer.seek(
+            &tp.0,
+            tp.1,
+            start_offset(stored, cfg.reread_from_start),
+            Duration::from_secs(5),
+        ) {
+            tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "seek failed");
+        }
+        if let Some(x) = probe_target(stored, cfg.reread_from_start) {
+            probes.insert(tp, Probe { target: x });
+        }
+    }
+    *applier = next;
+    metrics::counter!("tidings_consumer_projection_switches_total").increment(1);
     Ok(())
 }
 

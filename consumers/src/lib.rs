@@ -3,9 +3,20 @@
 //! Applies events to the store. [`project::Projector`] turns decoded events into store batches
 //! using the pure planners of `tidings-core` and a [`graph::StoreGraph`] view of the follow
 //! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it.
+//!
+//! Replay and rollback (DESIGN.md, "Replay, rollback, migration, backup"): [`log`] reads
+//! partition ranges without a consumer group; [`rebuild`] builds a projection from the log with
+//! the same [`apply::Applier`] the live consumers use; [`versions`] switches and drops
+//! projections; [`digest`] proves two projections equal; [`migrate`] copies a topic into one
+//! with more partitions.
 
 pub mod apply;
+pub mod digest;
 pub mod graph;
 pub mod kafka;
+pub mod log;
 pub mod maintain;
+pub mod migrate;
 pub mod project;
+pub mod rebuild;
+pub mod versions;

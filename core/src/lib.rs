@@ -17,6 +17,7 @@ pub mod event;
 pub mod fanout;
 pub mod keys;
 pub mod page;
+pub mod time;
 pub mod validate;
 pub mod write;
 

@@ -101,7 +101,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64>;
 }
 
-impl dyn Store {
+impl dyn Store + '_ {
     /// Convenience: one point read in a fresh view.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.snapshot()?.get(key)

@@ -8,6 +8,8 @@ mod config;
 mod demo;
 mod pipeline;
 mod progress;
+mod replay;
+mod rollback;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -48,8 +50,24 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measures the whole pipeline (ingest, fan-out, publish→visible latency, feed reads,
     /// celebrity post, peak memory) and prints a table (and JSON with --json); `store` and
-    /// `query` measure one part.
+    /// `query`, `replay` measure one part.
     Bench(bench::BenchArgs),
+    /// Reads a topic range (offsets, times, user, verb, producer) as JSON lines or --stats,
+    /// without a consumer group.
+    Replay(replay::ReplayArgs),
+    /// Builds projection N from the log while the live one serves (--until, --skip, --follow).
+    Rebuild(rollback::RebuildArgs),
+    /// Makes projection N the active one, atomically (rollback: switch back).
+    Switch(rollback::SwitchArgs),
+    /// Removes projection N (never the active one).
+    Drop(rollback::DropArgs),
+    /// Lists the projections in the store.
+    Versions(rollback::VersionsArgs),
+    /// Prints a digest per keyspace of projection N.
+    Digest(rollback::DigestArgs),
+    /// Copies a topic into a new one with more partitions.
+    #[command(subcommand)]
+    Migrate(rollback::MigrateCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,5 +90,12 @@ fn main() -> anyhow::Result<()> {
         Command::Topics(cmd) => pipeline::topics(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Replay(args) => replay::run(args),
+        Command::Rebuild(args) => rollback::rebuild(args),
+        Command::Switch(args) => rollback::switch(args),
+        Command::Drop(args) => rollback::drop_version(args),
+        Command::Versions(args) => rollback::list(args),
+        Command::Digest(args) => rollback::digest(args),
+        Command::Migrate(cmd) => rollback::migrate(cmd),
     }
 }

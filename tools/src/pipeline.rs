@@ -57,11 +57,11 @@ impl KafkaArgs {
         }
     }
 
-    fn topics(&self) -> Topics {
+    pub(crate) fn topics(&self) -> Topics {
         Topics::with_prefix(&self.topic_prefix)
     }
 
-    fn required(&self) -> anyhow::Result<KafkaConfig> {
+    pub(crate) fn required(&self) -> anyhow::Result<KafkaConfig> {
         match &self.brokers {
             Some(b) => Ok(self.config(b.clone())),
             None => bail!("--brokers host:port (or TIDINGS_BROKERS) is required for this command"),
@@ -333,7 +333,7 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
     std::thread::Builder::new()

@@ -4,6 +4,8 @@
 //! ("meta", "active")          → i64 LE: the projection version readers and consumers use
 //! ("meta", "layout")          → i64 LE: the key-layout version this store was created with
 //! ("meta", "building", p)     → i64 LE: 1 while projection p is being rebuilt
+//! ("meta", "rebuild", p)      → JSON: how projection p was rebuilt (until, skip), checked
+//!                               when a killed rebuild is resumed
 //! ```
 //!
 //! `active` is the one switch of a rollback or migration: flipping it is one atomic write, and
@@ -37,6 +39,11 @@ pub fn layout() -> Vec<u8> {
 /// `("meta", "building", p)`.
 pub fn building(p: Projection) -> Vec<u8> {
     pack(&("meta", "building", p))
+}
+
+/// `("meta", "rebuild", p)`.
+pub fn rebuild(p: Projection) -> Vec<u8> {
+    pack(&("meta", "rebuild", p))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod pipeline;
 mod query;
+mod replay;
 mod report;
 mod store;
 
@@ -26,6 +27,8 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Feed pages over loopback HTTP, page cache on and off.
     Query(query::QueryArgs),
+    /// Replay read events/s and rebuild index entries/s against the live fan-out rate.
+    Replay(replay::ReplayBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -34,5 +37,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => pipeline::run(args.pipeline),
         Some(BenchCommand::Store(args)) => store::run(args),
         Some(BenchCommand::Query(args)) => query::run(args),
+        Some(BenchCommand::Replay(args)) => replay::run(args),
     }
 }

@@ -1,0 +1,268 @@
+//! `tidings bench replay`: how fast the log is read back (replay) and turned into a projection
+//! (rebuild), compared with the live consumers' fan-out over the same log.
+//!
+//! Starts the local broker (tansu, in memory), publishes a seeded graph (`--users`, each
+//! followed by `--followers` others) and `--posts` posts, then measures on one machine:
+//! 1. replay read: every record from offset 0 to the high watermark, decoded (Avro), as
+//!    `tidings replay --stats` reads them — events/s;
+//! 2. the live consumers (`kafka::spawn`, one instance) applying the log into projection 1 —
+//!    index entries/s;
+//! 3. `rebuild` of the same log into projection 2 (bulk batches) — index entries/s, and the
+//!    ratio to the live rate. The digests of 1 and 2 are compared (they must be equal).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use tidings_consumers::apply::Applier;
+use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
+use tidings_consumers::log::{LogReader, Next, PartitionRange};
+use tidings_consumers::project::Projector;
+use tidings_consumers::rebuild::{self, RebuildConfig};
+use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Producer as Who};
+use tidings_core::EventId;
+use tidings_producers::broker::{BrokerStorage, LocalBroker};
+use tidings_producers::{Producer, ProducerConfig, Topics};
+use tidings_store::rocks::{RocksOptions, RocksStore};
+use tidings_store::Store;
+
+use super::Report;
+
+/// Flags of `tidings bench replay`.
+#[derive(Debug, Args)]
+pub struct ReplayBenchArgs {
+    /// Users.
+    #[arg(long, default_value_t = 5_000)]
+    users: i64,
+    /// Followers per user.
+    #[arg(long, default_value_t = 20)]
+    followers: i64,
+    /// Posts (each fans out to its author's followers).
+    #[arg(long, default_value_t = 200_000)]
+    posts: i64,
+    /// Partitions of the topics.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Seed of the generated graph.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Directory for the broker log and the store (default: a temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn events(a: &ReplayBenchArgs) -> Vec<Event> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(a.seed);
+    let who = Who::new("bench", "1");
+    let t0 = 1_793_491_200_000;
+    let mut n: u64 = 0;
+    let mut next = || {
+        n += 1;
+        (
+            EventId(uuid::Uuid::from_u64_pair(0x0190_0000_0000_7000, n)),
+            t0 + n as i64,
+        )
+    };
+    let mut out = Vec::new();
+    for u in 1..=a.users {
+        for _ in 0..a.followers {
+            let f = rng.random_range(1..=a.users);
+            if f == u {
+                continue;
+            }
+            let (id, time_ms) = next();
+            out.push(Event::Graph(GraphChange {
+                id,
+                actor: f,
+                subject: u,
+                op: GraphOp::Follow,
+                time_ms,
+                producer: who.clone(),
+            }));
+        }
+    }
+    for i in 0..a.posts {
+        let (id, time_ms) = next();
+        let actor = rng.random_range(1..=a.users);
+        out.push(Event::Activity(Activity {
+            id,
+            actor,
+            verb: "post".into(),
+            object: format!("post:{i}"),
+            target: None,
+            time_ms,
+            to: vec![],
+            text: "a post of ordinary length for a benchmark".into(),
+            attributes: Default::default(),
+            producer: who.clone(),
+        }));
+    }
+    out
+}
+
+fn projector(p: i64) -> Projector {
+    Projector::new(p)
+}
+
+/// Runs the benchmark.
+pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let broker = LocalBroker::start(BrokerStorage::Memory, &dir)?;
+    let kafka = broker.kafka();
+    let topics = Topics::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tidings_producers::topics::create(
+        &kafka,
+        &topics,
+        a.partitions,
+    ))
+    .map_err(anyhow::Error::msg)?;
+    let evs = events(&a);
+    let total = evs.len() as u64;
+    eprintln!("publishing {total} events …");
+    let mut pc = ProducerConfig::new(kafka.brokers.clone());
+    pc.delivery_timeout = Duration::from_secs(60);
+    let producer = Producer::new(pc)?;
+    let started = Instant::now();
+    rt.block_on(async {
+        for chunk in evs.chunks(20_000) {
+            for r in
+                futures::future::join_all(chunk.iter().cloned().map(|e| producer.publish(e))).await
+            {
+                r?;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let publish_secs = started.elapsed().as_secs_f64();
+
+    // 1. Replay read.
+    let mut ranges = Vec::new();
+    for t in topics.inputs() {
+        for p in 0..a.partitions {
+            ranges.push(PartitionRange {
+                topic: t.into(),
+                partition: p,
+                start: 0,
+                end: None,
+            });
+        }
+    }
+    let mut reader = LogReader::open(&kafka, &ranges, false)?;
+    reader.fix_ends(Duration::from_secs(30))?;
+    let started = Instant::now();
+    let (mut read, mut decoded, mut raw_bytes) = (0u64, 0u64, 0u64);
+    loop {
+        match reader.next_polled(Duration::from_millis(100)) {
+            Next::Record(r) => {
+                read += 1;
+                if let Some(p) = &r.0.payload {
+                    raw_bytes += p.len() as u64;
+                    if tidings_schemas::decode(p).is_ok() {
+                        decoded += 1;
+                    }
+                }
+            }
+            Next::Waiting => {}
+            Next::End => break,
+        }
+    }
+    let replay_secs = started.elapsed().as_secs_f64();
+    drop(reader);
+    anyhow::ensure!(
+        read == total && decoded == total,
+        "replay read {read}, decoded {decoded} of {total}"
+    );
+
+    // 2. The live consumers over the same log.
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(
+        &dir.join("store"),
+        RocksOptions::default(),
+    )?);
+    let mut cfg = ConsumerConfig::new(kafka.clone());
+    cfg.assignment = Assignment::Static { instance: 0, of: 1 };
+    let applier = Applier::new(store.clone(), projector(1), "tidings-fanout");
+    let stats = applier.stats();
+    let started = Instant::now();
+    let live = kafka::spawn(cfg, applier)?;
+    while stats.events.load(Ordering::Relaxed) < total {
+        std::thread::sleep(Duration::from_millis(20));
+        anyhow::ensure!(!live.finished(), "the live consumer stopped");
+    }
+    let live_secs = started.elapsed().as_secs_f64();
+    live.stop()?;
+    let live_entries = stats.entries.load(Ordering::Relaxed);
+
+    // 3. Rebuild.
+    let mut rc = RebuildConfig::new(kafka.clone(), projector(2));
+    rc.topics = topics.clone();
+    let report_r = rebuild::run(
+        &rc,
+        store.clone(),
+        &AtomicBool::new(false),
+        &mut |_, _, _| {},
+    )?;
+    let d1 = tidings_consumers::digest::digest(&*store, 1)?;
+    let d2 = tidings_consumers::digest::digest(&*store, 2)?;
+
+    let mut report = Report::new("replay");
+    report.context("events in the log", total);
+    report.context(
+        "users / followers each / posts",
+        format!("{} / {} / {}", a.users, a.followers, a.posts),
+    );
+    report.context("partitions per topic", a.partitions);
+    report.context(
+        "avg record bytes",
+        format!("{:.1}", raw_bytes as f64 / read.max(1) as f64),
+    );
+    report.context("published in", format!("{publish_secs:.1} s"));
+    report.context(
+        "index entries (live / rebuild)",
+        format!("{live_entries} / {}", report_r.entries),
+    );
+    report.context("digests of live and rebuild equal", d1.state == d2.state);
+    let live_rate = live_entries as f64 / live_secs;
+    let rebuild_rate = report_r.entries as f64 / report_r.seconds;
+    report.figure(
+        "replay read (fetch + decode): events/s",
+        read as f64 / replay_secs,
+        "events/s",
+        Some(500_000.0),
+    );
+    report.figure(
+        "rebuild: index entries/s",
+        rebuild_rate,
+        "entries/s",
+        Some(1_000_000.0),
+    );
+    report.figure(
+        "rebuild: events/s",
+        report_r.events as f64 / report_r.seconds,
+        "events/s",
+        None,
+    );
+    report.figure(
+        "live consumers: index entries/s",
+        live_rate,
+        "entries/s",
+        None,
+    );
+    report.figure(
+        "rebuild / live fan-out rate",
+        rebuild_rate / live_rate,
+        "×",
+        Some(3.0),
+    );
+    report.emit(a.json.as_deref())
+}
