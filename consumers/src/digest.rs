@@ -13,6 +13,15 @@
 //! (trimming, unfollow cleanup) is not: it bumps feed versions and removes entries whenever it
 //! runs, so compare projections written without it (or after it settled on both).
 //!
+//! A second combination, **`content`**, also leaves out `fver`: what readers see. Feed
+//! versions count changes, so they depend on the order events were applied in, not only on
+//! the log: live consumers reading a backlog apply partitions as fetched, a rebuild in merge
+//! order (timestamp, topic, partition). A follow applied before the followee's posts bumps a
+//! feed once per fanned-out post; applied after them, once for the backfill. The entries end
+//! up the same, the counters not. So two rebuilds of one log match on `state`; the live
+//! projection and a rebuild match on `state` when the live consumers applied in merge order
+//! (events published in time order, as they happen), and on `content` always.
+//!
 //! The walk reads in chunks, each in a fresh read view (a view lives ≤ 5 s): digest a
 //! projection nobody is writing.
 
@@ -45,6 +54,8 @@ pub struct ProjectionDigest {
     pub keyspaces: Vec<KeyspaceDigest>,
     /// SHA-256 over the keyspace digests except `off` (see the module doc).
     pub state: String,
+    /// SHA-256 over the keyspace digests except `off` and `fver` (see the module doc).
+    pub content: String,
 }
 
 impl ProjectionDigest {
@@ -117,15 +128,20 @@ pub fn digest(store: &dyn Store, p: Projection) -> Result<ProjectionDigest, tidi
     if let Some(c) = current.take() {
         finish(c, &mut out);
     }
-    let mut state = Sha256::new();
-    for k in out.iter().filter(|k| k.name != "off") {
-        state.update(k.name.as_bytes());
-        state.update([0]);
-        state.update(k.sha256.as_bytes());
-    }
+    let combine = |leave_out: &[&str]| {
+        let mut h = Sha256::new();
+        for k in out.iter().filter(|k| !leave_out.contains(&k.name.as_str())) {
+            h.update(k.name.as_bytes());
+            h.update([0]);
+            h.update(k.sha256.as_bytes());
+        }
+        hex(&h.finalize())
+    };
+    let (state, content) = (combine(&["off"]), combine(&["off", "fver"]));
     Ok(ProjectionDigest {
         projection: p,
         keyspaces: out,
-        state: hex(&state.finalize()),
+        state,
+        content,
     })
 }

@@ -55,12 +55,14 @@ pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
     }
     let reader = reg.latest(writer.kind());
     let reader_schema = (reader.fingerprint() != writer.fingerprint()).then(|| reader.schema());
-    let mut input = datum;
-    let value = apache_avro::from_avro_datum(writer.schema(), &mut input, reader_schema)
+    // `frame::check` walked the datum to its end, so the reader consumes exactly the payload.
+    let value = writer
+        .read(payload)
+        .and_then(|v| match reader_schema {
+            Some(schema) => v.resolve(schema),
+            None => Ok(v),
+        })
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if !input.is_empty() {
-        return Err(DecodeError::TrailingBytes);
-    }
     to_event(writer.kind(), value)
 }
 

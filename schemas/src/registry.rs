@@ -116,6 +116,19 @@ pub struct SchemaVersion {
     schema: Schema,
     canonical_form: String,
     fingerprint: u64,
+    /// A datum reader holding the schema with its names already resolved:
+    /// `apache_avro::from_avro_datum` resolves them again on every call, which made decoding
+    /// cost ~8 µs per event (replay read at 120k events/s instead of 800k).
+    reader: DatumReader,
+}
+
+/// [`apache_avro::GenericSingleObjectReader`], which is not `Debug`.
+struct DatumReader(apache_avro::GenericSingleObjectReader);
+
+impl std::fmt::Debug for DatumReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatumReader")
+    }
 }
 
 impl SchemaVersion {
@@ -142,6 +155,14 @@ impl SchemaVersion {
     /// Its CRC-64-AVRO fingerprint; the header carries `fingerprint().to_le_bytes()`.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+    /// Reads one whole single-object payload (header included) written with this schema.
+    pub(crate) fn read(
+        &self,
+        payload: &[u8],
+    ) -> apache_avro::AvroResult<apache_avro::types::Value> {
+        let mut input = payload;
+        self.reader.0.read_value(&mut input)
     }
 }
 
@@ -216,6 +237,18 @@ impl Registry {
     }
 }
 
+/// The single-object header of a schema: magic and our fingerprint (see `fingerprint.rs` for
+/// why not apache-avro's own).
+struct Header(u64);
+
+impl apache_avro::headers::HeaderBuilder for Header {
+    fn build_header(&self) -> Vec<u8> {
+        let mut h = crate::MAGIC.to_vec();
+        h.extend_from_slice(&self.0.to_le_bytes());
+        h
+    }
+}
+
 /// Parses one schema file. A bad file is a build defect that every test catches, hence the
 /// panics with the file's name.
 fn load(file: &'static str, json: &str) -> SchemaVersion {
@@ -238,6 +271,12 @@ fn load(file: &'static str, json: &str) -> SchemaVersion {
     }
     let canonical_form = fingerprint::canonical_form(&schema);
     let fingerprint = crc64_avro(canonical_form.as_bytes());
+    let reader = apache_avro::GenericSingleObjectReader::new_with_header_builder(
+        schema.clone(),
+        Header(fingerprint),
+    )
+    .map(DatumReader)
+    .unwrap_or_else(|e| panic!("{file}: cannot resolve the schema's names: {e}"));
     SchemaVersion {
         kind,
         version,
@@ -245,6 +284,7 @@ fn load(file: &'static str, json: &str) -> SchemaVersion {
         schema,
         canonical_form,
         fingerprint,
+        reader,
     }
 }
 

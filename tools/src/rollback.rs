@@ -278,6 +278,10 @@ pub fn digest(args: DigestArgs) -> anyhow::Result<()> {
         "state (every keyspace but `off`, the consumers' named offsets): {}",
         d.state
     );
+    println!(
+        "content (also without `fver`, the feed change counters: what readers see): {}",
+        d.content
+    );
     Ok(())
 }
 
