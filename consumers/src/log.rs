@@ -138,6 +138,11 @@ impl LogReader {
             .set("fetch.max.bytes", "104857600")
             .set("max.partition.fetch.bytes", "16777216")
             .set("queued.max.messages.kbytes", "262144")
+            // librdkafka stops fetching a partition once 100,000 messages are queued and then
+            // waits fetch.queue.backoff.ms (1 s) before looking again: a reader that drains
+            // faster than that sat idle a third of the time (replay read 180k → 300k+ events/s).
+            .set("queued.min.messages", "1000000")
+            .set("fetch.queue.backoff.ms", "0")
             .set("isolation.level", "read_uncommitted")
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         for (k, v) in &kafka.extra {

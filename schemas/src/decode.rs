@@ -5,9 +5,10 @@
 //! look the fingerprint up in the [`Registry`](crate::Registry)
 //! ([`DecodeError::UnknownFingerprint`]), check the datum's framing against the writer schema
 //! (`frame`: [`DecodeError::Truncated`], [`DecodeError::Malformed`], [`DecodeError::BadField`],
-//! [`DecodeError::TrailingBytes`]), let apache-avro decode it and resolve it into the latest
-//! version of the record (`from_avro_datum(writer, bytes, Some(reader))`; skipped when the writer
-//! already is the latest), then map the Avro value onto the domain type.
+//! [`DecodeError::TrailingBytes`]) while reading every field. A record written with the latest
+//! version is mapped from that walk straight onto the domain type; an older one is decoded by
+//! apache-avro and resolved into the latest version of the record (defaults, promotions), then
+//! mapped. Both paths are held equal by a test.
 //!
 //! Decoding never runs field validation: [`decode`] answers "is this a record tidings can read",
 //! [`decode_and_validate`] also asks "does it obey the rules of `tidings_core::validate`". Nothing
@@ -21,8 +22,9 @@ use tidings_core::{
 };
 
 use crate::encode::op_symbol;
-use crate::registry::{registry, RecordKind};
-use crate::{frame, DecodeError, HEADER_LEN, MAGIC};
+use crate::frame::{self, Lite};
+use crate::registry::{registry, RecordKind, SchemaVersion};
+use crate::{DecodeError, HEADER_LEN, MAGIC};
 
 /// The writer-schema fingerprint in a payload's header, without decoding the datum (for
 /// dead-letter headers and metrics).
@@ -49,21 +51,36 @@ pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
         .by_fingerprint(fp)
         .ok_or(DecodeError::UnknownFingerprint(fp))?;
     let datum = &payload[HEADER_LEN..];
-    let used = frame::check(writer.schema(), datum)?;
+    let (lite, used) = frame::read(writer.schema(), datum)?;
     if used != datum.len() {
         return Err(DecodeError::TrailingBytes);
     }
     let reader = reg.latest(writer.kind());
-    let reader_schema = (reader.fingerprint() != writer.fingerprint()).then(|| reader.schema());
-    // `frame::check` walked the datum to its end, so the reader consumes exactly the payload.
+    if reader.fingerprint() == writer.fingerprint() {
+        // Written with the latest version: the framing walk already read every field.
+        return to_event(writer.kind(), &mut LiteRecord::new("", lite)?);
+    }
+    via_avro(writer, reader, payload)
+}
+
+/// An older version: apache-avro decodes it and resolves it into the latest (defaults,
+/// promotions). The payload's framing must have been checked.
+fn via_avro(
+    writer: &SchemaVersion,
+    reader: &SchemaVersion,
+    payload: &[u8],
+) -> Result<Event, DecodeError> {
     let value = writer
         .read(payload)
-        .and_then(|v| match reader_schema {
-            Some(schema) => v.resolve(schema),
-            None => Ok(v),
+        .and_then(|v| {
+            if reader.fingerprint() == writer.fingerprint() {
+                Ok(v)
+            } else {
+                v.resolve(reader.schema())
+            }
         })
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    to_event(writer.kind(), value)
+    to_event(writer.kind(), &mut Record::new("", value)?)
 }
 
 /// [`decode`], then `tidings_core::validate::event`: [`DecodeError::Invalid`] if a field breaks
@@ -74,7 +91,142 @@ pub fn decode_and_validate(payload: &[u8]) -> Result<Event, DecodeError> {
     Ok(event)
 }
 
-/// The fields of a decoded record, taken out by name.
+/// Typed access to a decoded record's fields by name, whatever decoded it.
+trait Fields {
+    fn id(&mut self, name: &str) -> Result<EventId, DecodeError>;
+    fn long(&mut self, name: &str) -> Result<i64, DecodeError>;
+    fn string(&mut self, name: &str) -> Result<String, DecodeError>;
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, DecodeError>;
+    fn longs(&mut self, name: &str) -> Result<Vec<i64>, DecodeError>;
+    fn string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, DecodeError>;
+    fn producer(&mut self, name: &str) -> Result<Producer, DecodeError>;
+    fn op(&mut self, name: &str) -> Result<GraphOp, DecodeError>;
+}
+
+/// The symbol of a [`GraphOp`] back to the op.
+fn op_named(symbol: &str) -> Option<GraphOp> {
+    GraphOp::ALL.into_iter().find(|&op| op_symbol(op) == symbol)
+}
+
+/// Why an enum symbol is not an op this build knows.
+fn unknown_op(symbol: &str) -> String {
+    format!("unknown symbol {symbol:?}: deploy the build that knows it")
+}
+
+/// A record read by the framing walk (the latest writer version), fields taken out by name.
+struct LiteRecord<'d, 's> {
+    /// Prefix for field names in errors (`""` or `"producer."`).
+    prefix: &'static str,
+    fields: Vec<(&'s str, Lite<'d, 's>)>,
+}
+
+impl<'d, 's> LiteRecord<'d, 's> {
+    fn new(prefix: &'static str, value: Lite<'d, 's>) -> Result<Self, DecodeError> {
+        match value {
+            Lite::Record(fields) => Ok(LiteRecord { prefix, fields }),
+            other => Err(DecodeError::Malformed(format!(
+                "expected a record{}, got {other:?}",
+                prefix.trim_end_matches('.')
+            ))),
+        }
+    }
+
+    fn bad(&self, name: &str, reason: impl Into<String>) -> DecodeError {
+        DecodeError::bad_field(format!("{}{name}", self.prefix), reason)
+    }
+
+    fn take(&mut self, name: &str) -> Result<Lite<'d, 's>, DecodeError> {
+        let i = self
+            .fields
+            .iter()
+            .position(|(n, _)| *n == name)
+            .ok_or_else(|| self.bad(name, "missing from the record"))?;
+        Ok(std::mem::replace(&mut self.fields[i].1, Lite::Null))
+    }
+
+    fn mismatch(&self, name: &str, expected: &str, got: &Lite<'_, '_>) -> DecodeError {
+        self.bad(name, format!("expected {expected}, got {got:?}"))
+    }
+}
+
+impl Fields for LiteRecord<'_, '_> {
+    fn id(&mut self, name: &str) -> Result<EventId, DecodeError> {
+        match self.take(name)? {
+            Lite::Str(s) => s
+                .parse()
+                .map(EventId)
+                .map_err(|e| self.bad(name, format!("{s:?} is not a UUID: {e}"))),
+            other => Err(self.mismatch(name, "a UUID", &other)),
+        }
+    }
+
+    fn long(&mut self, name: &str) -> Result<i64, DecodeError> {
+        match self.take(name)? {
+            Lite::Long(n) => Ok(n),
+            other => Err(self.mismatch(name, "a long", &other)),
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, DecodeError> {
+        match self.take(name)? {
+            Lite::Str(s) => Ok(s.to_string()),
+            other => Err(self.mismatch(name, "a string", &other)),
+        }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, DecodeError> {
+        match self.take(name)? {
+            Lite::Null => Ok(None),
+            Lite::Str(s) => Ok(Some(s.to_string())),
+            other => Err(self.mismatch(name, "null or a string", &other)),
+        }
+    }
+
+    fn longs(&mut self, name: &str) -> Result<Vec<i64>, DecodeError> {
+        match self.take(name)? {
+            Lite::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Lite::Long(n) => Ok(n),
+                    other => Err(self.mismatch(name, "an array of longs", &other)),
+                })
+                .collect(),
+            other => Err(self.mismatch(name, "an array", &other)),
+        }
+    }
+
+    fn string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, DecodeError> {
+        match self.take(name)? {
+            Lite::Map(entries) => entries
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Lite::Str(s) => Ok((k.to_string(), s.to_string())),
+                    other => Err(self.mismatch(name, "string values", &other)),
+                })
+                .collect(),
+            other => Err(self.mismatch(name, "a map", &other)),
+        }
+    }
+
+    fn producer(&mut self, name: &str) -> Result<Producer, DecodeError> {
+        let mut p = LiteRecord::new("producer.", self.take(name)?)?;
+        Ok(Producer {
+            name: p.string("name")?,
+            version: p.string("version")?,
+        })
+    }
+
+    fn op(&mut self, name: &str) -> Result<GraphOp, DecodeError> {
+        match self.take(name)? {
+            Lite::Enum(symbol) => {
+                op_named(symbol).ok_or_else(|| self.bad(name, unknown_op(symbol)))
+            }
+            other => Err(self.mismatch(name, "an enum symbol", &other)),
+        }
+    }
+}
+
+/// The fields of a record apache-avro decoded and resolved, taken out by name.
 struct Record {
     /// Prefix for field names in errors (`""` or `"producer."`).
     prefix: &'static str,
@@ -108,7 +260,9 @@ impl Record {
     fn mismatch(&self, name: &str, expected: &str, got: &Value) -> DecodeError {
         self.bad(name, format!("expected {expected}, got {got:?}"))
     }
+}
 
+impl Fields for Record {
     fn id(&mut self, name: &str) -> Result<EventId, DecodeError> {
         match self.take(name)? {
             Value::Uuid(u) => Ok(EventId(u)),
@@ -177,15 +331,9 @@ impl Record {
 
     fn op(&mut self, name: &str) -> Result<GraphOp, DecodeError> {
         match self.take(name)? {
-            Value::Enum(_, symbol) => GraphOp::ALL
-                .into_iter()
-                .find(|&op| op_symbol(op) == symbol)
-                .ok_or_else(|| {
-                    self.bad(
-                        name,
-                        format!("unknown symbol {symbol:?}: deploy the build that knows it"),
-                    )
-                }),
+            Value::Enum(_, symbol) => {
+                op_named(&symbol).ok_or_else(|| self.bad(name, unknown_op(&symbol)))
+            }
             other => Err(self.mismatch(name, "an enum symbol", &other)),
         }
     }
@@ -201,8 +349,7 @@ fn to_string_map(m: HashMap<String, Value>) -> Result<BTreeMap<String, String>, 
 }
 
 /// Maps a value resolved into the latest schema of `kind` onto the domain type.
-fn to_event(kind: RecordKind, value: Value) -> Result<Event, DecodeError> {
-    let mut r = Record::new("", value)?;
+fn to_event(kind: RecordKind, r: &mut impl Fields) -> Result<Event, DecodeError> {
     Ok(match kind {
         RecordKind::Activity => Event::Activity(Activity {
             id: r.id("id")?,
@@ -241,4 +388,93 @@ fn to_event(kind: RecordKind, value: Value) -> Result<Event, DecodeError> {
             producer: r.producer("producer")?,
         }),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The framing walk's direct mapping and apache-avro's decoding agree on every shape a
+    /// latest-version record can take (optional fields both ways, maps, arrays, enums).
+    #[test]
+    fn direct_and_apache_avro_decoding_agree() {
+        let who = Producer {
+            name: "svc".into(),
+            version: "1.2.3".into(),
+        };
+        let id = |n: u64| EventId(uuid::Uuid::from_u64_pair(0x0190_0000_0000_7000, n));
+        let mut attributes = BTreeMap::new();
+        attributes.insert("lang".to_string(), "en".to_string());
+        attributes.insert("ü".to_string(), "∑".to_string());
+        let events = vec![
+            Event::Activity(Activity {
+                id: id(1),
+                actor: -7,
+                verb: "like".into(),
+                object: "post:1".into(),
+                target: Some("user:9".into()),
+                time_ms: 1_793_491_200_000,
+                to: vec![1, i64::MAX, -1],
+                text: "héllo".into(),
+                attributes: attributes.clone(),
+                producer: who.clone(),
+            }),
+            Event::Activity(Activity {
+                id: id(2),
+                actor: 1,
+                verb: "post".into(),
+                object: "post:2".into(),
+                target: None,
+                time_ms: 0,
+                to: vec![],
+                text: String::new(),
+                attributes: BTreeMap::new(),
+                producer: who.clone(),
+            }),
+            Event::Retraction(Retraction {
+                id: id(3),
+                activity_id: id(1),
+                actor: 1,
+                time_ms: 5,
+                producer: who.clone(),
+            }),
+            Event::Update(Update {
+                id: id(4),
+                activity_id: id(2),
+                actor: 1,
+                time_ms: 6,
+                text: Some("edited".into()),
+                attributes,
+                producer: who.clone(),
+            }),
+        ]
+        .into_iter()
+        .chain(GraphOp::ALL.into_iter().enumerate().map(|(i, op)| {
+            Event::Graph(GraphChange {
+                id: id(10 + i as u64),
+                actor: 2,
+                subject: 3,
+                op,
+                time_ms: 7,
+                producer: who.clone(),
+            })
+        }));
+        for e in events {
+            let payload = crate::encode(&e);
+            let reg = registry();
+            let writer = reg
+                .by_fingerprint(writer_fingerprint(&payload).unwrap())
+                .unwrap();
+            let latest = reg.latest(writer.kind());
+            assert_eq!(
+                writer.fingerprint(),
+                latest.fingerprint(),
+                "encode writes the latest"
+            );
+            let direct = decode(&payload).unwrap();
+            assert_eq!(direct, e);
+            assert_eq!(via_avro(writer, latest, &payload).unwrap(), direct);
+        }
+    }
 }

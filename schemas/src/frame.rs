@@ -21,16 +21,45 @@ use uuid::Uuid;
 
 use crate::DecodeError;
 
-/// Checks that `datum` begins with one complete, well-formed value of `schema`; returns the
-/// number of bytes it takes.
-pub(crate) fn check(schema: &Schema, datum: &[u8]) -> Result<usize, DecodeError> {
+/// A value read by the framing walk: strings borrowed from the datum, field and enum symbol
+/// names from the schema. Decoding the latest writer version maps it straight onto the domain
+/// type (no apache-avro `Value`, whose records allocate every field name).
+#[derive(Debug)]
+pub(crate) enum Lite<'d, 's> {
+    Null,
+    /// No event field is a boolean today; kept so the walk reads every supported type.
+    #[allow(dead_code)]
+    Bool(bool),
+    Long(i64),
+    /// A string or a UUID (already checked to parse).
+    Str(&'d str),
+    /// An enum symbol.
+    Enum(&'s str),
+    Array(Vec<Lite<'d, 's>>),
+    Map(Vec<(&'d str, Lite<'d, 's>)>),
+    Record(Vec<(&'s str, Lite<'d, 's>)>),
+}
+
+/// Reads one complete, well-formed value of `schema` from the start of `datum`; returns it and
+/// the number of bytes it takes.
+pub(crate) fn read<'d, 's>(
+    schema: &'s Schema,
+    datum: &'d [u8],
+) -> Result<(Lite<'d, 's>, usize), DecodeError> {
     let mut c = Cursor {
         buf: datum,
         pos: 0,
         path: Vec::new(),
     };
-    c.value(schema)?;
-    Ok(c.pos)
+    let v = c.value(schema)?;
+    Ok((v, c.pos))
+}
+
+/// Checks that `datum` begins with one complete, well-formed value of `schema`; returns the
+/// number of bytes it takes.
+#[cfg(test)]
+pub(crate) fn check(schema: &Schema, datum: &[u8]) -> Result<usize, DecodeError> {
+    read(schema, datum).map(|(_, n)| n)
 }
 
 /// Rejects schema features [`check`] does not walk.
@@ -148,27 +177,25 @@ impl<'d, 's> Cursor<'d, 's> {
         Ok(Some(n))
     }
 
-    fn value(&mut self, schema: &'s Schema) -> Result<(), DecodeError> {
-        match schema {
-            Schema::Null => {}
+    fn value(&mut self, schema: &'s Schema) -> Result<Lite<'d, 's>, DecodeError> {
+        Ok(match schema {
+            Schema::Null => Lite::Null,
             Schema::Boolean => {
                 let b = self.byte()?;
                 if b > 1 {
                     return Err(self.malformed(format!("boolean byte {b}")));
                 }
+                Lite::Bool(b == 1)
             }
             Schema::Int => {
                 let n = self.long()?;
                 if i32::try_from(n).is_err() {
                     return Err(self.malformed(format!("int {n} out of range")));
                 }
+                Lite::Long(n)
             }
-            Schema::Long | Schema::TimestampMillis => {
-                self.long()?;
-            }
-            Schema::String => {
-                self.str()?;
-            }
+            Schema::Long | Schema::TimestampMillis => Lite::Long(self.long()?),
+            Schema::String => Lite::Str(self.str()?),
             Schema::Uuid => {
                 let s = self.str()?;
                 if let Err(e) = Uuid::try_parse(s) {
@@ -177,34 +204,44 @@ impl<'d, 's> Cursor<'d, 's> {
                         format!("{s:?} is not a UUID: {e}"),
                     ));
                 }
+                Lite::Str(s)
             }
             Schema::Enum(e) => {
                 let i = self.long()?;
-                if !usize::try_from(i).is_ok_and(|i| i < e.symbols.len()) {
-                    return Err(DecodeError::bad_field(
-                        self.field(),
-                        format!(
-                            "symbol index {i} is not one of the {} symbols of {}",
-                            e.symbols.len(),
-                            e.name
-                        ),
-                    ));
+                match usize::try_from(i).ok().and_then(|i| e.symbols.get(i)) {
+                    Some(symbol) => Lite::Enum(symbol),
+                    None => {
+                        return Err(DecodeError::bad_field(
+                            self.field(),
+                            format!(
+                                "symbol index {i} is not one of the {} symbols of {}",
+                                e.symbols.len(),
+                                e.name
+                            ),
+                        ))
+                    }
                 }
             }
             Schema::Array(a) => {
+                let mut items = Vec::new();
                 while let Some(n) = self.block()? {
+                    items.reserve(n);
                     for _ in 0..n {
-                        self.value(&a.items)?;
+                        items.push(self.value(&a.items)?);
                     }
                 }
+                Lite::Array(items)
             }
             Schema::Map(m) => {
+                let mut entries = Vec::new();
                 while let Some(n) = self.block()? {
+                    entries.reserve(n);
                     for _ in 0..n {
-                        self.str()?;
-                        self.value(&m.types)?;
+                        let k = self.str()?;
+                        entries.push((k, self.value(&m.types)?));
                     }
                 }
+                Lite::Map(entries)
             }
             Schema::Union(u) => {
                 let i = self.long()?;
@@ -212,14 +249,17 @@ impl<'d, 's> Cursor<'d, 's> {
                     .ok()
                     .and_then(|i| u.variants().get(i))
                     .ok_or_else(|| self.malformed(format!("union branch {i} does not exist")))?;
-                self.value(variant)?;
+                self.value(variant)?
             }
             Schema::Record(r) => {
+                let mut fields = Vec::with_capacity(r.fields.len());
                 for f in &r.fields {
                     self.path.push(&f.name);
-                    self.value(&f.schema)?;
+                    let v = self.value(&f.schema)?;
                     self.path.pop();
+                    fields.push((f.name.as_str(), v));
                 }
+                Lite::Record(fields)
             }
             other => {
                 return Err(self.malformed(format!(
@@ -227,8 +267,7 @@ impl<'d, 's> Cursor<'d, 's> {
                     apache_avro::schema::SchemaKind::from(other)
                 )))
             }
-        }
-        Ok(())
+        })
     }
 }
 
