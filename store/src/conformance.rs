@@ -234,6 +234,29 @@ pub fn atomic_add_under_concurrency<H: Harness>(h: &H) {
         s.snapshot().unwrap().get(&wrap).unwrap(),
         Some(i64::MIN.to_le_bytes().to_vec())
     );
+    // Many adds to a few keys in one batch, interleaved, one key set midway and one cleared:
+    // each key ends as if the mutations ran one by one, in order.
+    let (x, y, z) = (k(&p, "x"), k(&p, "y"), k(&p, "z"));
+    commit(&*s, |b| {
+        for i in 1..=50i64 {
+            b.add(x.clone(), i).add(y.clone(), -i).add(z.clone(), 1);
+            if i == 20 {
+                b.set(y.clone(), 1000i64.to_le_bytes().to_vec());
+            }
+            if i == 40 {
+                b.clear(z.clone());
+            }
+        }
+    })
+    .unwrap();
+    let v = s.snapshot().unwrap();
+    let sum = |r: std::ops::RangeInclusive<i64>| r.sum::<i64>();
+    assert_eq!(v.get(&x).unwrap(), Some(sum(1..=50).to_le_bytes().to_vec()));
+    assert_eq!(
+        v.get(&y).unwrap(),
+        Some((1000 - sum(21..=50)).to_le_bytes().to_vec())
+    );
+    assert_eq!(v.get(&z).unwrap(), Some(10i64.to_le_bytes().to_vec()));
 }
 
 /// Ranges are ordered, honour limit and reverse, exclude `end`; clear-range removes `[b, e)`.

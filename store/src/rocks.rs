@@ -256,7 +256,9 @@ impl Store for RocksStore {
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         limits::check_batch(&batch)?;
         let mut wb = rocksdb::WriteBatch::default();
-        for m in memtable_order(&batch.mutations) {
+        let ordered = memtable_order(&batch.mutations);
+        let mut ms = ordered.iter().copied().peekable();
+        while let Some(m) = ms.next() {
             match m {
                 Mutation::Set { key, value } => wb.put(key, value),
                 Mutation::Clear { key } => wb.delete(key),
@@ -265,7 +267,19 @@ impl Store for RocksStore {
                         wb.delete_range(begin, end)
                     }
                 }
-                Mutation::Add { key, delta } => wb.merge(key, delta.to_le_bytes()),
+                Mutation::Add { key, delta } => {
+                    // Adds to one key sit next to each other now (e.g. a feed's version, bumped
+                    // per fanned-out entry): one merge operand for their sum, not one each.
+                    let mut sum = *delta;
+                    while let Some(Mutation::Add { key: k, delta: d }) = ms.peek() {
+                        if k != key {
+                            break;
+                        }
+                        sum = sum.wrapping_add(*d);
+                        ms.next();
+                    }
+                    wb.merge(key, sum.to_le_bytes())
+                }
             }
         }
         let mut wo = WriteOptions::default();
