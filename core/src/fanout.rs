@@ -376,27 +376,35 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
             m.push(fver::bump(p, a, FeedKind::Home));
         }
         (GraphOp::Block, false) | (GraphOp::Mute, false) => {
-            let set = if g.op == GraphOp::Block {
-                Edge::Block
+            let (set, count) = if g.op == GraphOp::Block {
+                (Edge::Block, Count::Blocking)
             } else {
-                Edge::Mute
+                (Edge::Mute, Count::Muting)
             };
             m.push(Mutation::Set {
                 key: graph::edge(p, set, a, b),
                 value: since,
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, a, count),
+                delta: 1,
             });
             for kind in FeedKind::ALL {
                 m.push(fver::bump(p, a, kind));
             }
         }
         (GraphOp::Unblock, true) | (GraphOp::Unmute, true) => {
-            let set = if g.op == GraphOp::Unblock {
-                Edge::Block
+            let (set, count) = if g.op == GraphOp::Unblock {
+                (Edge::Block, Count::Blocking)
             } else {
-                Edge::Mute
+                (Edge::Mute, Count::Muting)
             };
             m.push(Mutation::Clear {
                 key: graph::edge(p, set, a, b),
+            });
+            m.push(Mutation::Add {
+                key: graph::count(p, a, count),
+                delta: -1,
             });
             for kind in FeedKind::ALL {
                 m.push(fver::bump(p, a, kind));

@@ -316,12 +316,27 @@ fn graph_changes_count_once() {
     step(&mut kv, GraphOp::Unfollow);
     assert_eq!(followers(&kv), 0);
     assert!(!kv.contains_key(&graph::edge(1, Edge::Follower, 2, 1)));
+    let count = |kv: &BTreeMap<Vec<u8>, Vec<u8>>, what| {
+        kv.get(&graph::count(1, 1, what))
+            .map_or(0, |v| decode_i64(v))
+    };
+    step(&mut kv, GraphOp::Block);
     step(&mut kv, GraphOp::Block);
     assert!(kv.contains_key(&graph::edge(1, Edge::Block, 1, 2)));
+    assert_eq!(
+        count(&kv, Count::Blocking),
+        1,
+        "readers skip the block list at 0"
+    );
+    step(&mut kv, GraphOp::Unblock);
     step(&mut kv, GraphOp::Unblock);
     assert!(!kv.contains_key(&graph::edge(1, Edge::Block, 1, 2)));
+    assert_eq!(count(&kv, Count::Blocking), 0);
     step(&mut kv, GraphOp::Mute);
     assert!(kv.contains_key(&graph::edge(1, Edge::Mute, 1, 2)));
+    assert_eq!(count(&kv, Count::Muting), 1);
+    step(&mut kv, GraphOp::Unmute);
+    assert_eq!(count(&kv, Count::Muting), 0);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tidings_core::keys::feed::{self as feed_keys, FeedEntry, FeedKind, Position, Reason};
-use tidings_core::keys::graph::{self, Edge};
+use tidings_core::keys::graph::{self, Count, Edge};
 use tidings_core::keys::messages::{self, MessageValue};
 use tidings_core::keys::{fver, meta, pull, Projection};
 use tidings_core::page::{self, AggregationRule, Cursor, CursorError, Page, Scanned, Visibility};
@@ -190,7 +190,13 @@ pub fn read_validated(
     if req.kind == FeedKind::Home {
         keys.push(pull::version(p));
     }
-    let values = view.get_many(&keys)?;
+    // The reader's block and mute counts ride along (they are not validators: a block or mute
+    // bumps the reader's feed versions itself).
+    let n = keys.len();
+    keys.extend(relation_count_keys(p, req.user));
+    let mut values = view.get_many(&keys)?;
+    keys.truncate(n);
+    let relation_counts = values.split_off(n);
     let mut validators: Validators = std::iter::once((meta::active(), active))
         .chain(keys.into_iter().zip(values))
         .collect();
@@ -240,7 +246,7 @@ pub fn read_validated(
 
     // Filter on the index alone first, then fetch only the bodies the page needs (a few spare
     // for retracted ones), in rounds until the page is full or the scan is used up.
-    let vis = visibility(&*view, p, req.user, req.kind, &entries)?;
+    let vis = visibility(&*view, p, req.user, req.kind, &entries, relation_counts)?;
     let mut scanned: Vec<Scanned> = Vec::with_capacity(entries.len());
     let mut shown = 0;
     let mut entries = entries.into_iter().peekable();
@@ -434,6 +440,7 @@ pub(crate) fn visibility(
     viewer: UserId,
     kind: FeedKind,
     entries: &[(Position, FeedEntry)],
+    relation_counts: Vec<Option<Vec<u8>>>,
 ) -> Result<Visibility, tidings_store::Error> {
     // Only home entries pushed because of a follow depend on following the actor now.
     let followed: BTreeSet<UserId> = if kind == FeedKind::Home {
@@ -445,7 +452,15 @@ pub(crate) fn visibility(
     } else {
         BTreeSet::new()
     };
-    relations(view, p, viewer, followed)
+    relations(view, p, viewer, followed, Some(relation_counts))
+}
+
+/// The keys of `viewer`'s block and mute counts, in the order [`relations`] takes their values.
+pub(crate) fn relation_count_keys(p: Projection, viewer: UserId) -> [Vec<u8>; 2] {
+    [
+        graph::count(p, viewer, Count::Blocking),
+        graph::count(p, viewer, Count::Muting),
+    ]
 }
 
 /// Most blocks or mutes of one reader loaded per page (beyond it, the oldest-id ones apply).
@@ -457,13 +472,15 @@ const FOLLOWEES_IN_ONE_RANGE: usize = 256;
 /// Fewest actors to check before one range over the followees beats a point read per actor.
 const RANGE_FROM_ACTORS: usize = 8;
 
-/// Which of `follow_checks` the viewer follows, and their whole block and mute lists (two range
-/// reads, usually empty: cheaper than three point reads per actor).
+/// Which of `follow_checks` the viewer follows, and their whole block and mute lists (a range
+/// read each, only when their count says there is something to read). `counts`: the values of
+/// [`relation_count_keys`] if the caller already read them.
 pub(crate) fn relations(
     view: &dyn ReadView,
     p: Projection,
     viewer: UserId,
     follow_checks: BTreeSet<UserId>,
+    counts: Option<Vec<Option<Vec<u8>>>>,
 ) -> Result<Visibility, tidings_store::Error> {
     let actors: Vec<UserId> = follow_checks.into_iter().filter(|a| *a != viewer).collect();
     let mut vis = Visibility {
@@ -471,10 +488,22 @@ pub(crate) fn relations(
         following: following_among(view, p, viewer, &actors)?,
         ..Visibility::default()
     };
-    for (set, out) in [
+    // Most readers never blocked or muted anyone: two absent counts (bloom filters) instead of
+    // two empty range reads.
+    let counts = match counts {
+        Some(c) => c,
+        None => view.get_many(&relation_count_keys(p, viewer))?,
+    };
+    for ((set, out), n) in [
         (Edge::Block, &mut vis.blocked),
         (Edge::Mute, &mut vis.muted),
-    ] {
+    ]
+    .into_iter()
+    .zip(counts)
+    {
+        if n.is_none_or(|n| decode_i64(&n) <= 0) {
+            continue;
+        }
         let sub = graph::edges_of(p, set, viewer);
         let (b, e) = sub.range();
         for (k, _) in view.range(&b, &e, RangeOptions::forward(MAX_LISTED))? {

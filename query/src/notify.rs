@@ -70,7 +70,7 @@ fn counts_in(view: &dyn ReadView, user: UserId) -> Result<Counts, tidings_store:
     let rows = view.range(&begin, &end, RangeOptions::forward(COUNT_CAP))?;
     let entries = decode_rows(&sub, user, &rows);
     // Notifications do not depend on following the actor: blocks and mutes only.
-    let vis = relations(view, p, user, BTreeSet::new())?;
+    let vis = relations(view, p, user, BTreeSet::new(), None)?;
     let mut c = Counts::default();
     for (pos, e) in &entries {
         if !vis.shows(FeedKind::Notifications, e) {

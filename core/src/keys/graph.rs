@@ -7,11 +7,15 @@
 //! (p, "mut", muter, muted)       → since_ms i64 LE
 //! (p, "cnt", user, "followers")  → i64 LE (atomic add)
 //! (p, "cnt", user, "following")  → i64 LE (atomic add)
+//! (p, "cnt", user, "blocking")   → i64 LE (atomic add)   how many the user blocks
+//! (p, "cnt", user, "muting")     → i64 LE (atomic add)   how many the user mutes
 //! ```
 //!
 //! Both directions of a follow are written in one batch: `fwr` drives fan-out (a range read of
 //! followers, resumable by follower id), `fwg` drives read-time filtering and the hybrid pull of
-//! high-follower authors. Counts let fan-out decide push vs pull with one point read.
+//! high-follower authors. Counts let fan-out decide push vs pull with one point read, and let a
+//! page read skip the block and mute ranges of the many readers who never blocked or muted
+//! anyone (an absent key costs a bloom-filter probe, an empty range a seek in every level).
 
 use foundationdb_tuple::Subspace;
 
@@ -64,6 +68,10 @@ pub enum Count {
     Followers,
     /// How many the user follows.
     Following,
+    /// How many the user blocks.
+    Blocking,
+    /// How many the user mutes.
+    Muting,
 }
 
 /// The key of a user's count.
@@ -71,6 +79,8 @@ pub fn count(p: Projection, user: UserId, what: Count) -> Vec<u8> {
     let name = match what {
         Count::Followers => "followers",
         Count::Following => "following",
+        Count::Blocking => "blocking",
+        Count::Muting => "muting",
     };
     keyspace(p, "cnt").pack(&(user, name))
 }

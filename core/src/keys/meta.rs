@@ -19,7 +19,8 @@ use super::Projection;
 pub const DEFAULT_PROJECTION: Projection = 1;
 
 /// The key-layout version written by this build. 2: feed-index keys sort newest first.
-pub const LAYOUT_VERSION: i64 = 2;
+/// 3: block and mute counts (`(p, "cnt", user, "blocking"/"muting")`), which readers rely on.
+pub const LAYOUT_VERSION: i64 = 3;
 
 /// `("meta",)`: every meta key starts with these bytes.
 pub fn prefix() -> Vec<u8> {

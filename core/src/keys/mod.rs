@@ -10,7 +10,7 @@
 //! | [`messages`] | `(p, "msg", event_id)` | activity body (Avro single object) or a tombstone |
 //! | [`feed`] | `(p, "feed", owner, kind, !time_ms, !event_id)` (newest first) | [`feed::FeedEntry`] (~30–40 B) |
 //! | [`fver`] | `(p, "fver", owner, kind)` | i64 LE, atomic add per change |
-//! | [`graph`] | `(p, "fwr"/"fwg"/"blk"/"mut", a, b)`, `(p, "cnt", user, what)` | since (i64 LE) / count |
+//! | [`graph`] | `(p, "fwr"/"fwg"/"blk"/"mut", a, b)`, `(p, "cnt", user, "followers"/"following"/"blocking"/"muting")` | since (i64 LE) / count |
 //! | [`pull`] | `(p, "pull", author)`, `(p, "pull", "version")` | authors served by pull (hybrid fan-out) |
 //! | [`marks`] | `("mark", user, "seen"/"read")` | newest notification position seen / read |
 //! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |
