@@ -114,7 +114,15 @@ impl Matcher {
     }
 }
 
+/// Records handed from the fetching thread to the decoding one at a time.
+const CHUNK: usize = 1024;
+
 /// Reads and decodes; `out(record, event)` per matching event. Returns the totals.
+///
+/// Fetching (librdkafka's per-message poll, copying each record out) and decoding take about
+/// as long as each other, so they run on two threads: this one decodes, filters and hands
+/// out events in the order they were fetched, a scoped thread polls `reader` and passes
+/// records over in chunks.
 pub fn read(
     reader: &mut LogReader,
     m: &Matcher,
@@ -122,51 +130,72 @@ pub fn read(
     mut out: impl FnMut(&Record, &Event) -> anyhow::Result<()>,
     mut tick: impl FnMut(u64),
 ) -> anyhow::Result<ReplayStats> {
-    let mut s = ReplayStats::default();
-    while !stop.load(Ordering::SeqCst) {
-        let r = match reader.next_polled(Duration::from_millis(100)) {
-            Next::Record(r) => r.0,
-            Next::Waiting => continue,
-            Next::End => break,
-        };
-        s.records += 1;
-        if s.records % 4096 == 0 {
-            tick(s.records);
-        }
-        if !m.in_time(r.timestamp_ms) {
-            continue;
-        }
-        let event = match r.payload.as_deref().map(tidings_schemas::decode) {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                s.bad += 1;
-                eprintln!(
-                    "skipped {}/{}@{}: {} ({})",
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    e,
-                    e.reason_code()
-                );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            while !stop.load(Ordering::SeqCst) {
+                let wait = if chunk.is_empty() { 100 } else { 0 };
+                match reader.next_polled(Duration::from_millis(wait)) {
+                    Next::Record(r) => {
+                        chunk.push(r.0);
+                        if chunk.len() < CHUNK {
+                            continue;
+                        }
+                    }
+                    Next::Waiting if chunk.is_empty() => continue,
+                    Next::Waiting => {}
+                    Next::End => break,
+                }
+                if tx.send(std::mem::take(&mut chunk)).is_err() {
+                    return; // the decoding side stopped (an output error)
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+        });
+        let mut s = ReplayStats::default();
+        for r in rx.iter().flatten() {
+            s.records += 1;
+            if s.records % 4096 == 0 {
+                tick(s.records);
+            }
+            if !m.in_time(r.timestamp_ms) {
                 continue;
             }
-            None => {
-                s.bad += 1;
-                eprintln!(
-                    "skipped {}/{}@{}: the record has no value",
-                    r.topic, r.partition, r.offset
-                );
+            let event = match r.payload.as_deref().map(tidings_schemas::decode) {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    s.bad += 1;
+                    eprintln!(
+                        "skipped {}/{}@{}: {} ({})",
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        e,
+                        e.reason_code()
+                    );
+                    continue;
+                }
+                None => {
+                    s.bad += 1;
+                    eprintln!(
+                        "skipped {}/{}@{}: the record has no value",
+                        r.topic, r.partition, r.offset
+                    );
+                    continue;
+                }
+            };
+            if m.filter != Filter::default() && !m.filter.matches(&event) {
                 continue;
             }
-        };
-        if m.filter != Filter::default() && !m.filter.matches(&event) {
-            continue;
+            s.events += 1;
+            out(&r, &event)?;
         }
-        s.events += 1;
-        out(&r, &event)?;
-    }
-    tick(s.records);
-    Ok(s)
+        tick(s.records);
+        Ok(s)
+    })
 }
 
 /// `tidings replay`.

@@ -3,8 +3,8 @@
 //!
 //! Starts the local broker (tansu, in memory), publishes a seeded graph (`--users`, each
 //! followed by `--followers` others) and `--posts` posts, then measures on one machine:
-//! 1. replay read: every record from offset 0 to the high watermark, decoded (Avro), as
-//!    `tidings replay --stats` reads them — events/s;
+//! 1. replay read: every record from offset 0 to the high watermark, decoded (Avro), through
+//!    the very loop `tidings replay` runs (`replay::read`) — events/s;
 //! 2. the live consumers (`kafka::spawn`, one instance) applying the posts into projection 1,
 //!    the graph already applied (as it would be live) — index entries/s;
 //! 3. `rebuild` of the same log into projection 2 (bulk batches) — index entries/s, and the
@@ -19,7 +19,7 @@ use clap::Args;
 use rand::{Rng, SeedableRng};
 use tidings_consumers::apply::Applier;
 use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
-use tidings_consumers::log::{LogReader, Next, PartitionRange};
+use tidings_consumers::log::{LogReader, PartitionRange};
 use tidings_consumers::project::Projector;
 use tidings_consumers::rebuild::{self, RebuildConfig};
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Producer as Who};
@@ -180,22 +180,18 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
     let mut reader = LogReader::open(&kafka, &ranges, false)?;
     reader.fix_ends(Duration::from_secs(30))?;
     let started = Instant::now();
-    let (mut read, mut decoded, mut raw_bytes) = (0u64, 0u64, 0u64);
-    loop {
-        match reader.next_polled(Duration::from_millis(100)) {
-            Next::Record(r) => {
-                read += 1;
-                if let Some(p) = &r.0.payload {
-                    raw_bytes += p.len() as u64;
-                    if tidings_schemas::decode(p).is_ok() {
-                        decoded += 1;
-                    }
-                }
-            }
-            Next::Waiting => {}
-            Next::End => break,
-        }
-    }
+    let mut raw_bytes = 0u64;
+    let s = crate::replay::read(
+        &mut reader,
+        &crate::replay::Matcher::default(),
+        &AtomicBool::new(false),
+        |r, _| {
+            raw_bytes += r.payload.as_ref().map_or(0, |p| p.len() as u64);
+            Ok(())
+        },
+        |_| {},
+    )?;
+    let (read, decoded) = (s.records, s.events);
     let replay_secs = started.elapsed().as_secs_f64();
     drop(reader);
     anyhow::ensure!(
