@@ -530,11 +530,24 @@ fn run(
             }
         }
         if let Outcome::Fenced { stored, .. } = outcome {
+            // Fenced by a switch (the active-projection guard), not by another consumer: the
+            // next loop moves to the new projection and seeks to its offsets.
+            let switched = cfg.follow_active
+                && applier
+                    .active_projection()
+                    .is_ok_and(|p| p != applier.projection());
             for ((topic, partition), off) in stored {
-                tracing::warn!(
-                    %topic, partition, stored = ?off,
-                    "another consumer moved this partition's stored offset (a rebalance or a zombie); re-seeking there"
-                );
+                if switched {
+                    tracing::info!(
+                        %topic, partition,
+                        "the active projection changed during this batch; it goes to the new one"
+                    );
+                } else {
+                    tracing::warn!(
+                        %topic, partition, stored = ?off,
+                        "another consumer moved this partition's stored offset (a rebalance or a zombie); re-seeking there"
+                    );
+                }
                 if let Err(e) = consumer.seek(
                     &topic,
                     partition,
