@@ -14,7 +14,7 @@
 //! [`decode_and_validate`] also asks "does it obey the rules of `tidings_core::validate`". Nothing
 //! here panics on any input; the proptests in `tests/garbage.rs` hold it to that.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use apache_avro::types::Value;
 use tidings_core::{
@@ -80,7 +80,38 @@ fn via_avro(
             }
         })
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    to_event(writer.kind(), &mut Record::new("", value)?)
+    to_event(writer.kind(), &mut LiteRecord::new("", lite(&value)?)?)
+}
+
+/// Borrows an apache-avro value as a [`Lite`] one, so one mapping serves both decode paths.
+fn lite(v: &Value) -> Result<Lite<'_, '_>, DecodeError> {
+    Ok(match v {
+        Value::Null => Lite::Null,
+        Value::Boolean(b) => Lite::Bool(*b),
+        Value::Int(n) => Lite::Long((*n).into()),
+        Value::Long(n) | Value::TimestampMillis(n) => Lite::Long(*n),
+        Value::String(s) => Lite::Str(s),
+        Value::Uuid(u) => Lite::Uuid(*u),
+        Value::Enum(_, symbol) => Lite::Enum(symbol),
+        Value::Union(_, v) => lite(v)?,
+        Value::Array(items) => Lite::Array(items.iter().map(lite).collect::<Result<_, _>>()?),
+        Value::Map(m) => Lite::Map(
+            m.iter()
+                .map(|(k, v)| Ok((k.as_str(), lite(v)?)))
+                .collect::<Result<_, DecodeError>>()?,
+        ),
+        Value::Record(fields) => Lite::Record(
+            fields
+                .iter()
+                .map(|(n, v)| Ok((n.as_str(), lite(v)?)))
+                .collect::<Result<_, DecodeError>>()?,
+        ),
+        other => {
+            return Err(DecodeError::Malformed(format!(
+                "unexpected value in a resolved record: {other:?}"
+            )))
+        }
+    })
 }
 
 /// [`decode`], then `tidings_core::validate::event`: [`DecodeError::Invalid`] if a field breaks
@@ -89,18 +120,6 @@ pub fn decode_and_validate(payload: &[u8]) -> Result<Event, DecodeError> {
     let event = decode(payload)?;
     validate::event(&event)?;
     Ok(event)
-}
-
-/// Typed access to a decoded record's fields by name, whatever decoded it.
-trait Fields {
-    fn id(&mut self, name: &str) -> Result<EventId, DecodeError>;
-    fn long(&mut self, name: &str) -> Result<i64, DecodeError>;
-    fn string(&mut self, name: &str) -> Result<String, DecodeError>;
-    fn opt_string(&mut self, name: &str) -> Result<Option<String>, DecodeError>;
-    fn longs(&mut self, name: &str) -> Result<Vec<i64>, DecodeError>;
-    fn string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, DecodeError>;
-    fn producer(&mut self, name: &str) -> Result<Producer, DecodeError>;
-    fn op(&mut self, name: &str) -> Result<GraphOp, DecodeError>;
 }
 
 /// The symbol of a [`GraphOp`] back to the op.
@@ -113,7 +132,8 @@ fn unknown_op(symbol: &str) -> String {
     format!("unknown symbol {symbol:?}: deploy the build that knows it")
 }
 
-/// A record read by the framing walk (the latest writer version), fields taken out by name.
+/// A decoded record's fields, taken out by name: read by the framing walk (the latest writer
+/// version) or borrowed from the value apache-avro resolved an older one into ([`lite`]).
 struct LiteRecord<'d, 's> {
     /// Prefix for field names in errors (`""` or `"producer."`).
     prefix: &'static str,
@@ -149,13 +169,14 @@ impl<'d, 's> LiteRecord<'d, 's> {
     }
 }
 
-impl Fields for LiteRecord<'_, '_> {
+impl LiteRecord<'_, '_> {
     fn id(&mut self, name: &str) -> Result<EventId, DecodeError> {
         match self.take(name)? {
             Lite::Str(s) => s
                 .parse()
                 .map(EventId)
                 .map_err(|e| self.bad(name, format!("{s:?} is not a UUID: {e}"))),
+            Lite::Uuid(u) => Ok(EventId(u)),
             other => Err(self.mismatch(name, "a UUID", &other)),
         }
     }
@@ -226,130 +247,8 @@ impl Fields for LiteRecord<'_, '_> {
     }
 }
 
-/// The fields of a record apache-avro decoded and resolved, taken out by name.
-struct Record {
-    /// Prefix for field names in errors (`""` or `"producer."`).
-    prefix: &'static str,
-    fields: Vec<(String, Value)>,
-}
-
-impl Record {
-    fn new(prefix: &'static str, value: Value) -> Result<Record, DecodeError> {
-        match value {
-            Value::Record(fields) => Ok(Record { prefix, fields }),
-            other => Err(DecodeError::Malformed(format!(
-                "expected a record{}, got {other:?}",
-                prefix.trim_end_matches('.')
-            ))),
-        }
-    }
-
-    fn bad(&self, name: &str, reason: impl Into<String>) -> DecodeError {
-        DecodeError::bad_field(format!("{}{name}", self.prefix), reason)
-    }
-
-    fn take(&mut self, name: &str) -> Result<Value, DecodeError> {
-        let i = self
-            .fields
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| self.bad(name, "missing from the resolved record"))?;
-        Ok(std::mem::replace(&mut self.fields[i].1, Value::Null))
-    }
-
-    fn mismatch(&self, name: &str, expected: &str, got: &Value) -> DecodeError {
-        self.bad(name, format!("expected {expected}, got {got:?}"))
-    }
-}
-
-impl Fields for Record {
-    fn id(&mut self, name: &str) -> Result<EventId, DecodeError> {
-        match self.take(name)? {
-            Value::Uuid(u) => Ok(EventId(u)),
-            Value::String(s) => s
-                .parse()
-                .map_err(|e| self.bad(name, format!("{s:?} is not a UUID: {e}"))),
-            other => Err(self.mismatch(name, "a UUID", &other)),
-        }
-    }
-
-    fn long(&mut self, name: &str) -> Result<i64, DecodeError> {
-        match self.take(name)? {
-            Value::Long(n) | Value::TimestampMillis(n) => Ok(n),
-            Value::Int(n) => Ok(n.into()),
-            other => Err(self.mismatch(name, "a long", &other)),
-        }
-    }
-
-    fn string(&mut self, name: &str) -> Result<String, DecodeError> {
-        match self.take(name)? {
-            Value::String(s) => Ok(s),
-            other => Err(self.mismatch(name, "a string", &other)),
-        }
-    }
-
-    fn opt_string(&mut self, name: &str) -> Result<Option<String>, DecodeError> {
-        match self.take(name)? {
-            Value::Union(_, v) => match *v {
-                Value::Null => Ok(None),
-                Value::String(s) => Ok(Some(s)),
-                other => Err(self.mismatch(name, "null or a string", &other)),
-            },
-            Value::Null => Ok(None),
-            Value::String(s) => Ok(Some(s)),
-            other => Err(self.mismatch(name, "null or a string", &other)),
-        }
-    }
-
-    fn longs(&mut self, name: &str) -> Result<Vec<i64>, DecodeError> {
-        match self.take(name)? {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Long(n) => Ok(n),
-                    other => Err(self.mismatch(name, "an array of longs", &other)),
-                })
-                .collect(),
-            other => Err(self.mismatch(name, "an array", &other)),
-        }
-    }
-
-    fn string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, DecodeError> {
-        match self.take(name)? {
-            Value::Map(m) => to_string_map(m).map_err(|v| self.mismatch(name, "string values", &v)),
-            other => Err(self.mismatch(name, "a map", &other)),
-        }
-    }
-
-    fn producer(&mut self, name: &str) -> Result<Producer, DecodeError> {
-        let mut p = Record::new("producer.", self.take(name)?)?;
-        Ok(Producer {
-            name: p.string("name")?,
-            version: p.string("version")?,
-        })
-    }
-
-    fn op(&mut self, name: &str) -> Result<GraphOp, DecodeError> {
-        match self.take(name)? {
-            Value::Enum(_, symbol) => {
-                op_named(&symbol).ok_or_else(|| self.bad(name, unknown_op(&symbol)))
-            }
-            other => Err(self.mismatch(name, "an enum symbol", &other)),
-        }
-    }
-}
-
-fn to_string_map(m: HashMap<String, Value>) -> Result<BTreeMap<String, String>, Value> {
-    m.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            other => Err(other),
-        })
-        .collect()
-}
-
 /// Maps a value resolved into the latest schema of `kind` onto the domain type.
-fn to_event(kind: RecordKind, r: &mut impl Fields) -> Result<Event, DecodeError> {
+fn to_event(kind: RecordKind, r: &mut LiteRecord<'_, '_>) -> Result<Event, DecodeError> {
     Ok(match kind {
         RecordKind::Activity => Event::Activity(Activity {
             id: r.id("id")?,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::DecodeError;
 
 /// A value read by the framing walk: strings borrowed from the datum, field and enum symbol
-/// names from the schema. Decoding the latest writer version maps it straight onto the domain
+/// names from the schema (or, for older writer versions, all borrowed from apache-avro's value). Decoding the latest writer version maps it straight onto the domain
 /// type (no apache-avro `Value`, whose records allocate every field name).
 #[derive(Debug)]
 pub(crate) enum Lite<'d, 's> {
@@ -33,6 +33,8 @@ pub(crate) enum Lite<'d, 's> {
     Long(i64),
     /// A string or a UUID (already checked to parse).
     Str(&'d str),
+    /// A UUID apache-avro already parsed (records of older writer versions, see `decode`).
+    Uuid(Uuid),
     /// An enum symbol.
     Enum(&'s str),
     Array(Vec<Lite<'d, 's>>),
