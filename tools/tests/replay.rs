@@ -526,6 +526,17 @@ fn rebuild_until_skip_and_switch_against_live_consumers() {
     live.stop().unwrap();
 }
 
+/// Runs `cmd` to success and parses the JSON report on its last stdout line.
+fn final_report(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+}
+
 fn rebuild_cmd(bootstrap: &str, data: &Path) -> Command {
     let mut c = tidings();
     c.args([
@@ -585,14 +596,7 @@ fn a_rebuild_killed_midway_and_rerun_gives_the_same_digest() {
             "the rebuild had not finished"
         );
     }
-    let out = rebuild_cmd(&b.bootstrap(), &data).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let report = final_report(rebuild_cmd(&b.bootstrap(), &data));
     assert_eq!(report["resumed"], true);
     assert!(report["caught_up"].as_bool().unwrap());
     assert!(killed_at > 0);
@@ -719,14 +723,7 @@ fn topic_migration_keeps_per_key_order_and_loses_nothing_across_a_kill() {
         first["copied"].as_u64().unwrap() < records.len() as u64,
         "killed midway: {first}"
     );
-    let out = cmd().output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let report = final_report(cmd());
     assert_eq!(report["complete"], true);
     assert_eq!(report["dest_records"].as_i64(), Some(records.len() as i64));
 
