@@ -5,7 +5,8 @@
 //! [`conformance_suite!`](crate::conformance_suite) macro turns every check into a `#[test]`,
 //! so a backend's test file is one line, and a failure names the property that broke:
 //! snapshot isolation, batch atomicity, precondition conflicts under concurrent writers,
-//! atomic add under concurrency, range order and reverse, limits, durability across reopen.
+//! atomic add under concurrency, range order and reverse, limits, durability across reopen,
+//! bulk loads and bounded scans.
 //!
 //! The checks panic on failure (they are test code); they never touch keys outside the prefix
 //! the harness hands them.
@@ -380,6 +381,64 @@ pub fn durable_across_reopen<H: Harness>(h: &H) {
     );
 }
 
+/// A bulk load sets sorted pairs (over what was there) and leaves the rest alone; a scan in
+/// small steps, each resumed in a fresh view, visits every pair of its range once, in order.
+pub fn bulk_load_and_scan<H: Harness>(h: &H) {
+    let (_g, s, p) = h.open();
+    let s = &*s;
+    commit(s, |b| {
+        b.set(k(&p, "k0005"), b"old".to_vec())
+            .set(k(&p, "z"), b"outside".to_vec());
+    })
+    .unwrap();
+    let pairs: Vec<crate::KeyValue> = (0..3_000)
+        .map(|i| (k(&p, &format!("k{i:04}")), format!("v{i}").into_bytes()))
+        .collect();
+    s.load_sorted(&pairs[..1_000]).unwrap();
+    s.load_sorted(&pairs[1_000..]).unwrap();
+    s.load_sorted(&[]).unwrap();
+    let v = s.snapshot().unwrap();
+    assert_eq!(v.get(&k(&p, "k0005")).unwrap(), Some(b"v5".to_vec()));
+    assert_eq!(v.get(&k(&p, "z")).unwrap(), Some(b"outside".to_vec()));
+    drop(v);
+
+    let (end, mut from) = (k(&p, "l"), Some(k(&p, "k")));
+    let (mut seen, mut views) = (Vec::new(), 0);
+    while let Some(b) = from {
+        views += 1;
+        from = s
+            .snapshot()
+            .unwrap()
+            .scan(&b, &end, 5_000, &mut |key, val| {
+                seen.push((key.to_vec(), val.to_vec()))
+            })
+            .unwrap();
+    }
+    assert_eq!(seen, pairs);
+    assert!(
+        views > 5,
+        "a 5 kB bound should take several views, took {views}"
+    );
+    let mut none = 0;
+    let rest = s
+        .snapshot()
+        .unwrap()
+        .scan(&end, &k(&p, "m"), 5_000, &mut |_, _| none += 1)
+        .unwrap();
+    assert_eq!((rest, none), (None, 0));
+
+    let unsorted = vec![(k(&p, "u2"), b"x".to_vec()), (k(&p, "u1"), b"x".to_vec())];
+    let err = s.load_sorted(&unsorted);
+    if let Err(e) = &err {
+        assert!(e.to_string().contains("sorted"), "{e}");
+    }
+    let big = vec![(k(&p, "big"), vec![0u8; MAX_VALUE + 1])];
+    assert!(matches!(
+        s.load_sorted(&big),
+        Err(Error::ValueTooLarge { .. })
+    ));
+}
+
 /// Expands to one `#[test]` per conformance check, for the harness expression given.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -388,7 +447,7 @@ macro_rules! conformance_suite {
             point_reads_and_writes, snapshot_isolation, batch_is_all_or_nothing,
             preconditions_conflict, preconditions_fence_concurrent_writers,
             atomic_add_under_concurrency, ranges_order_limit_reverse, limits_are_enforced,
-            read_views_expire, durable_across_reopen);
+            read_views_expire, durable_across_reopen, bulk_load_and_scan);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

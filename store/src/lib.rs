@@ -76,6 +76,41 @@ pub trait ReadView {
 
     /// Pairs with `begin <= key < end`, in key order (or reverse), at most `opts.limit`.
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>>;
+
+    /// Visits the pairs of `begin..end` in key order until about `max_bytes` of keys and values
+    /// were visited; returns the key to continue from in a fresh view (`None`: the range is
+    /// done). For walks over whole keyspaces (backups, digests, verify): bounded work per view,
+    /// and no copy per pair where the backend can avoid it.
+    fn scan(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        max_bytes: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<Option<Vec<u8>>> {
+        const PAGE: usize = 1_000;
+        let mut from = begin.to_vec();
+        let mut seen = 0usize;
+        loop {
+            let rows = self.range(&from, end, RangeOptions::forward(PAGE))?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(None);
+            };
+            let mut next = last.clone();
+            next.push(0);
+            for (k, v) in &rows {
+                visit(k, v);
+                seen += k.len() + v.len();
+            }
+            if rows.len() < PAGE {
+                return Ok(None);
+            }
+            if seen >= max_bytes {
+                return Ok(Some(next));
+            }
+            from = next;
+        }
+    }
 }
 
 /// The store port: snapshots to read, atomic batches to write.
@@ -99,6 +134,25 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Estimated bytes stored in `begin..end` (for the store-size metric and progress bars).
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64>;
+
+    /// Bulk load: sets `pairs` (sorted by key, keys distinct, within the size limits) in a key
+    /// range nobody else writes meanwhile — a restore into an empty store. Not one atomic batch:
+    /// when it returns every pair is written; after a failure, an unknown prefix is, and the
+    /// caller loads the same pairs again (sets are idempotent). The default commits batches of
+    /// about [`limits::TARGET_BATCH`] bytes; RocksDB writes a table file and ingests it.
+    fn load_sorted(&self, pairs: &[KeyValue]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for (k, v) in pairs {
+            batch.set(k.clone(), v.clone());
+            if batch.size() >= limits::TARGET_BATCH {
+                self.commit(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(batch)?;
+        }
+        Ok(())
+    }
 }
 
 impl dyn Store + '_ {

@@ -15,13 +15,15 @@
 //!   as a prefix, so effects and offsets stay together and consumers replay what was lost.
 //!   `sync=true` fsyncs every commit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, MergeOperands, Options,
-    ReadOptions, SnapshotWithThreadMode, WriteOptions, DB,
+    BlockBasedOptions, Cache, DBCompressionType, Direction, IngestExternalFileOptions,
+    IteratorMode, MergeOperands, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
+    WriteOptions, DB,
 };
 use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
@@ -57,6 +59,10 @@ pub struct RocksStore {
     commit_lock: Mutex<()>,
     sync: bool,
     path: String,
+    /// Options of the table files [`Store::load_sorted`] writes (as the store's bottom level).
+    sst_opts: Options,
+    /// Numbers those files.
+    loads: AtomicU64,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -118,19 +124,13 @@ impl RocksStore {
         ]);
         opts.set_bytes_per_sync(1 << 20);
         opts.set_merge_operator_associative("i64add", i64_add);
-        let mut table = BlockBasedOptions::default();
         // HyperClockCache: lookups without the LRU's per-shard mutex, which page reads (many
         // small point reads from the async workers) contended on.
-        table.set_block_cache(&Cache::new_hyper_clock_cache(o.cache_mb << 20, 4 << 10));
-        // A hash index inside each data block: point reads (bodies, counts, versions) find
-        // their key without a binary search over the block's restart points.
-        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
-        table.set_data_block_hash_ratio(0.75);
-        table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        table.set_block_size(4 << 10);
-        opts.set_block_based_table_factory(&table);
+        let cache = Cache::new_hyper_clock_cache(o.cache_mb << 20, 4 << 10);
+        opts.set_block_based_table_factory(&table_options(&cache));
+        let mut sst_opts = Options::default();
+        sst_opts.set_compression_type(DBCompressionType::Lz4);
+        sst_opts.set_block_based_table_factory(&table_options(&cache));
         let db = DB::open(&opts, path).map_err(|e| Error::Open {
             backend: "rocksdb",
             location: location.clone(),
@@ -150,6 +150,8 @@ impl RocksStore {
             commit_lock: Mutex::new(()),
             sync: o.sync,
             path: location,
+            sst_opts,
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -157,6 +159,21 @@ impl RocksStore {
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map_err(backend_err)
     }
+}
+
+/// Block-based table settings, shared by the store and the files bulk loads write.
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    // A hash index inside each data block: point reads (bodies, counts, versions) find their
+    // key without a binary search over the block's restart points.
+    table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    table.set_data_block_hash_ratio(0.75);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_block_size(4 << 10);
+    table
 }
 
 struct RocksView<'a> {
@@ -227,6 +244,39 @@ impl ReadView for RocksView<'_> {
             }
         }
         Ok(out)
+    }
+
+    fn scan(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        max_bytes: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<Option<Vec<u8>>> {
+        self.check_age()?;
+        limits::check_key(begin)?;
+        limits::check_key(end)?;
+        if begin >= end {
+            return Ok(None);
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        // A walk over a whole keyspace must not evict what page reads keep cached.
+        ro.fill_cache(false);
+        ro.set_readahead_size(2 << 20);
+        let mut it = self.snap.raw_iterator_opt(ro);
+        it.seek(begin);
+        let mut seen = 0usize;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if seen >= max_bytes {
+                return Ok(Some(k.to_vec()));
+            }
+            visit(k, v);
+            seen += k.len() + v.len();
+            it.next();
+        }
+        it.status().map_err(backend_err)?;
+        Ok(None)
     }
 }
 
@@ -316,13 +366,54 @@ impl Store for RocksStore {
         true
     }
 
+    /// Writes the pairs as one table file beside the store and ingests it: no memtable, no WAL,
+    /// and in an empty range no compaction either (the file goes straight to the bottom level).
+    fn load_sorted(&self, pairs: &[KeyValue]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        for (k, v) in pairs {
+            limits::check_key(k)?;
+            if v.len() > limits::MAX_VALUE {
+                return Err(Error::ValueTooLarge {
+                    size: v.len(),
+                    limit: limits::MAX_VALUE,
+                });
+            }
+        }
+        let n = self.loads.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(&self.path).join(format!("load-{}-{n}.sst", std::process::id()));
+        let written = (|| {
+            let mut w = SstFileWriter::create(&self.sst_opts);
+            w.open(&path)?;
+            for (k, v) in pairs {
+                w.put(k, v)?;
+            }
+            w.finish()
+        })();
+        let ingested = written.and_then(|()| {
+            let mut io = IngestExternalFileOptions::default();
+            io.set_move_files(true);
+            self.db.ingest_external_file_opts(&io, vec![&path])
+        });
+        if ingested.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        ingested.map_err(|e| Error::Backend {
+            backend: "rocksdb",
+            message: format!(
+                "bulk load of {} pairs: {} (pairs must be sorted by key and distinct)",
+                pairs.len(),
+                e.into_string()
+            ),
+        })
+    }
+
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {
-        let cf = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
-        let ranges = [rocksdb::Range::new(begin, end)];
-        let sizes = match cf {
-            Some(cf) => self.db.get_approximate_sizes_cf(&cf, &ranges),
-            None => return Ok(0),
-        };
+        // The default column family (a DB opened without families has no handle for it).
+        let sizes = self
+            .db
+            .get_approximate_sizes(&[rocksdb::Range::new(begin, end)]);
         Ok(sizes.first().copied().unwrap_or(0))
     }
 }
@@ -330,6 +421,21 @@ impl Store for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimated_size_counts_flushed_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let mut b = WriteBatch::new();
+        for i in 0..10_000u32 {
+            b.set(format!("k{i:05}").into_bytes(), vec![7u8; 100]);
+        }
+        s.commit(b).unwrap();
+        s.flush().unwrap();
+        let all = s.estimated_size(b"k", b"l").unwrap();
+        assert!(all > 100_000, "{all} bytes estimated for ~1 MB");
+        assert_eq!(s.estimated_size(b"x", b"y").unwrap(), 0);
+    }
 
     fn set(k: &[u8], v: &[u8]) -> Mutation {
         Mutation::Set {
