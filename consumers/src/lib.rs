@@ -8,9 +8,10 @@
 //! partition ranges without a consumer group; [`rebuild`] builds a projection from the log with
 //! the same [`apply::Applier`] the live consumers use; [`versions`] switches and drops
 //! projections; [`digest`] proves two projections equal; [`migrate`] copies a topic into one
-//! with more partitions.
+//! with more partitions; [`backup`] takes hot backups, archives the log and restores.
 
 pub mod apply;
+pub mod backup;
 pub mod digest;
 pub mod graph;
 pub mod kafka;
@@ -19,4 +20,5 @@ pub mod maintain;
 pub mod migrate;
 pub mod project;
 pub mod rebuild;
+pub mod verify;
 pub mod versions;

@@ -190,6 +190,9 @@ pub struct RebuildConfig {
     pub reread: bool,
     /// Continue a projection whose rebuild already caught up (e.g. a `follow` that stopped).
     pub resume_finished: bool,
+    /// Allow the active projection: a restore replays into a store no consumer serves yet,
+    /// whose projection is active by default.
+    pub into_active: bool,
 }
 
 impl RebuildConfig {
@@ -207,10 +210,12 @@ impl RebuildConfig {
             batch_bytes: 4 << 20,
             reread: false,
             resume_finished: false,
+            into_active: false,
         }
     }
 
-    fn record(&self) -> String {
+    /// The options as stored in `("meta","rebuild",N)`: a resumed run must match them.
+    pub(crate) fn record(&self) -> String {
         serde_json::json!({"until": self.until, "skip": self.skip}).to_string()
     }
 }
@@ -284,7 +289,7 @@ pub fn run(
 ) -> Result<RebuildReport, RebuildError> {
     let p = cfg.projector.projection;
     let started = Instant::now();
-    if versions::active(&*store)? == p {
+    if !cfg.into_active && versions::active(&*store)? == p {
         return Err(RebuildError::Refused(format!(
             "projection {p} is the active one; rebuild into a new version (e.g. --version {}) and switch to it",
             p + 1

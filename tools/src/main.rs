@@ -3,6 +3,7 @@
 //! `main` parses flags, sets up logging and calls into the libraries; the subcommands live in
 //! their own modules. Run `tidings --help` for the list.
 
+mod backup;
 mod bench;
 mod config;
 mod demo;
@@ -68,6 +69,18 @@ enum Command {
     /// Copies a topic into a new one with more partitions.
     #[command(subcommand)]
     Migrate(rollback::MigrateCommand),
+    /// Backs up the active projection with its offsets while everything runs (--incremental:
+    /// the log since the previous backup).
+    Backup(backup::BackupArgs),
+    /// Lists the backups in a backup directory.
+    Backups(backup::BackupsArgs),
+    /// Copies the input topics' records not yet archived into a backup directory.
+    Archive(backup::ArchiveArgs),
+    /// Restores a backup into an empty store and replays the log after it (--until TIME).
+    Restore(backup::RestoreArgs),
+    /// Compares the active projection with another, a rebuild from the log or a backup, and
+    /// prints the first differing keys (exit status 1 when they differ).
+    Verify(backup::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,5 +110,10 @@ fn main() -> anyhow::Result<()> {
         Command::Versions(args) => rollback::list(args),
         Command::Digest(args) => rollback::digest(args),
         Command::Migrate(cmd) => rollback::migrate(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Backups(args) => backup::list(args),
+        Command::Archive(args) => backup::archive(args),
+        Command::Restore(args) => backup::restore(args),
+        Command::Verify(args) => backup::verify(args),
     }
 }

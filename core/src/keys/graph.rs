@@ -56,6 +56,16 @@ pub fn edges_of(p: Projection, set: Edge, a: UserId) -> Subspace {
     keyspace(p, set.name()).subspace(&(a,))
 }
 
+/// The subspace of a whole edge set (every `(a, b)` of it).
+pub fn edges(p: Projection, set: Edge) -> Subspace {
+    keyspace(p, set.name())
+}
+
+/// Decodes `(a, b)` from a key inside [`edges`]`(p, set)`.
+pub fn parse_any_edge(sub: &Subspace, key: &[u8]) -> Option<(UserId, UserId)> {
+    sub.unpack::<(UserId, UserId)>(key).ok()
+}
+
 /// Decodes `b` from a key inside [`edges_of`]`(p, set, a)`.
 pub fn parse_edge(sub: &Subspace, key: &[u8]) -> Option<UserId> {
     sub.unpack::<(UserId,)>(key).ok().map(|(b,)| b)

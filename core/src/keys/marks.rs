@@ -25,6 +25,11 @@ pub enum Mark {
     Read,
 }
 
+/// `(begin, end)` of every user's marks.
+pub fn range() -> (Vec<u8>, Vec<u8>) {
+    foundationdb_tuple::Subspace::from_bytes(pack(&("mark",))).range()
+}
+
 /// The key of one of a user's marks.
 pub fn key(user: UserId, mark: Mark) -> Vec<u8> {
     let name = match mark {
