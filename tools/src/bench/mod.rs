@@ -1,5 +1,6 @@
 //! `tidings bench …`: benchmarks that print their figures, run on purpose (never in tests).
 
+mod backup;
 mod pipeline;
 mod query;
 mod replay;
@@ -29,6 +30,8 @@ pub enum BenchCommand {
     Query(query::QueryArgs),
     /// Replay read events/s and rebuild index entries/s against the live fan-out rate.
     Replay(replay::ReplayBenchArgs),
+    /// Full backup MB/s and restore entries/s on a generated store (default ≥ 2 GB).
+    Backup(backup::BackupBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -38,5 +41,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Store(args)) => store::run(args),
         Some(BenchCommand::Query(args)) => query::run(args),
         Some(BenchCommand::Replay(args)) => replay::run(args),
+        Some(BenchCommand::Backup(args)) => backup::run(args),
     }
 }
