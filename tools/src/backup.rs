@@ -19,6 +19,87 @@ use tidings_core::keys::Projection;
 use crate::pipeline::KafkaArgs;
 use crate::rollback::StoreArgs;
 
+/// Backups `tidings up` takes by itself: the embedded store allows one process, so
+/// `tidings backup` cannot open it beside `up`.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleArgs {
+    /// Back up the running store into this directory on a schedule (full and incremental).
+    #[arg(long, env = "TIDINGS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Seconds between full backups (the first one this long after start; into a directory
+    /// without any backup, after one incremental interval).
+    #[arg(long, default_value_t = 86_400)]
+    pub backup_full_every_s: u64,
+    /// Seconds between incrementals (the log since the last backup); 0: none.
+    #[arg(long, default_value_t = 3_600)]
+    pub backup_incremental_every_s: u64,
+    /// Read at most this many MB/s while backing up.
+    #[arg(long, default_value_t = 100)]
+    pub backup_max_mb_per_s: u64,
+}
+
+impl ScheduleArgs {
+    /// Starts the schedule on its own thread (nothing without --backup-dir); `stop` ends it.
+    pub fn spawn(
+        &self,
+        store: std::sync::Arc<dyn tidings_store::Store>,
+        src: LogSource,
+        group: String,
+        stop: std::sync::Arc<AtomicBool>,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+        let Some(dir) = self.backup_dir.clone() else {
+            return Ok(None);
+        };
+        if self.backup_full_every_s == 0 {
+            bail!("--backup-full-every-s must be at least 1");
+        }
+        let (full_every, incr_every) = (
+            std::time::Duration::from_secs(self.backup_full_every_s),
+            std::time::Duration::from_secs(self.backup_incremental_every_s),
+        );
+        let o = BackupOptions {
+            max_bytes_per_s: Some(self.backup_max_mb_per_s.max(1) * 1_000_000),
+            ..BackupOptions::default()
+        };
+        let handle = std::thread::Builder::new()
+            .name("backup".into())
+            .spawn(move || {
+                let (mut last_full, mut last_any) = (Instant::now(), Instant::now());
+                let mut have_full = backup::list(&dir).is_ok_and(|l| !l.is_empty());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let full_due = last_full.elapsed() >= full_every || !have_full && last_any.elapsed() >= incr_every.min(full_every);
+                    let incr_due = have_full && !incr_every.is_zero() && last_any.elapsed() >= incr_every;
+                    if !(full_due || incr_due) {
+                        continue;
+                    }
+                    let r = if full_due {
+                        backup::full(&*store, &dir, &o, &mut |_, _| {})
+                    } else {
+                        backup::incremental(&*store, &dir, &src, &group, &o, &mut |_, _| {})
+                    };
+                    last_any = Instant::now();
+                    if full_due {
+                        last_full = last_any;
+                    }
+                    match r {
+                        Ok(m) => {
+                            have_full = true;
+                            tracing::info!(id = %m.id, kind = ?m.kind, records = m.records, dir = %dir.display(), "scheduled backup written");
+                            eprintln!("backup {} ({:?}, {} records) written to {}", m.id, m.kind, m.records, dir.display());
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, dir = %dir.display(), "scheduled backup failed; the next one is tried at its time");
+                            eprintln!("scheduled backup into {} failed: {e}", dir.display());
+                        }
+                    }
+                }
+            })
+            .context("starting the backup thread")?;
+        Ok(Some(handle))
+    }
+}
+
 /// Flags of `tidings backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {

@@ -208,6 +208,8 @@ pub struct UpArgs {
     broker_in_memory: bool,
     #[command(flatten)]
     query: QueryArgs,
+    #[command(flatten)]
+    backups: crate::backup::ScheduleArgs,
 }
 
 /// Query-service settings shared by `up` and `serve`.
@@ -397,6 +399,17 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     ccfg.reread_from_start |= args.kafka.brokers.is_none();
     let consumer = kafka::spawn(ccfg, applier)?;
     let (maintain_stop, maintain) = args.consume.maintain(store.clone())?;
+    let backup_stop = Arc::new(AtomicBool::new(false));
+    let backups = args.backups.spawn(
+        store.clone(),
+        tidings_consumers::backup::LogSource {
+            kafka: kafka.clone(),
+            topics: topics.clone(),
+            reread: args.kafka.brokers.is_none(),
+        },
+        args.consume.group.clone(),
+        backup_stop.clone(),
+    )?;
     let mut pcfg = ProducerConfig::new(kafka.brokers.clone());
     pcfg.kafka = kafka.clone();
     pcfg.topics = topics;
@@ -421,6 +434,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     consumer.stop()?;
     maintain_stop.store(true, Ordering::SeqCst);
     let _ = maintain.join();
+    backup_stop.store(true, Ordering::SeqCst);
+    if let Some(b) = backups {
+        // A backup in progress finishes first (its directory would be left incomplete).
+        let _ = b.join();
+    }
     eprintln!("stopped cleanly; {}", progress_line(&stats));
     Ok(())
 }

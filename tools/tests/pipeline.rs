@@ -361,6 +361,15 @@ fn tidings_up_serves_ingest_and_feeds_and_stops_cleanly_on_ctrl_c() {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data")
         .arg(tmp.path())
+        // The embedded store allows one process: `up` takes the backups itself.
+        .arg("--backup-dir")
+        .arg(tmp.path().join("backups"))
+        .args([
+            "--backup-full-every-s",
+            "3",
+            "--backup-incremental-every-s",
+            "1",
+        ])
         .env("TIDINGS_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -436,6 +445,18 @@ fn tidings_up_serves_ingest_and_feeds_and_stops_cleanly_on_ctrl_c() {
     assert!(
         metrics.contains("tidings_events_applied_total"),
         "{metrics}"
+    );
+
+    // Scheduled backups of the running store: a full one, then incrementals after it.
+    wait_until(
+        Duration::from_secs(60),
+        "a full and an incremental backup by `up`",
+        || {
+            let l = tidings_consumers::backup::list(&tmp.path().join("backups")).unwrap();
+            l.iter()
+                .any(|m| m.kind == tidings_consumers::backup::Kind::Full && m.records > 0)
+                && l.iter().any(|m| m.parent.is_some())
+        },
     );
 
     // Ctrl-C: drain and exit 0.

@@ -15,9 +15,10 @@
 //!
 //! - **guards read late**: a retraction replayed against a message already tombstoned does
 //!   nothing, so the feed entries it removed must not be in the snapshot. Keyspaces are read in
-//!   [`SCAN_ORDER`]: what replay checks (messages, fan-out cursors, graph edges, pulled
-//!   authors) before what it writes from those checks (feed entries, versions, counts), so a
-//!   guard is never newer than the effects it guards;
+//!   phases ([`SCAN_ORDER`]): every keyspace replay checks (messages, fan-out cursors, graph
+//!   edges, pulled authors) completely before any it writes from those checks (feed entries,
+//!   versions, counts), so a guard is never newer than the effects it guards. Within a phase,
+//!   ranges are split and read by parallel readers;
 //! - **counters** (`cnt`, by atomic add): restore recomputes them from the restored edges
 //!   before replaying, so edges and counts agree and replay keeps them agreeing. Feed versions
 //!   (`fver`) may end higher than an uninterrupted run's: they are cache validators, which only
@@ -57,8 +58,9 @@ use crate::apply::Record;
 use crate::log::{LogError, LogReader, Next, PartitionRange};
 use crate::versions;
 
-/// The order keyspaces are read in (see the module doc): guards before the effects they guard.
-/// `off` is read first of all, separately, into the manifest; its chunk is kept for the record.
+/// The order keyspaces are read in (see the module doc): the first [`GUARDS`] (what replay
+/// checks) completely before the effects they guard. `off` is also read first of all, into the
+/// manifest; its chunk is kept for the record.
 pub const SCAN_ORDER: [&str; 11] = [
     "msg", "fan", "fwr", "fwg", "blk", "mut", "pull", "feed", "fver", "cnt", "off",
 ];
@@ -374,7 +376,7 @@ fn scan_phases(p: Projection) -> Vec<Vec<ScanRange>> {
 }
 
 /// How many of [`SCAN_ORDER`] are guards.
-const GUARDS: usize = 7;
+pub const GUARDS: usize = 7;
 
 /// `parts - 1` keys splitting `[first, last]` evenly by their bytes after the common prefix
 /// (read as a big-endian number): sub-ranges for parallel readers. Uneven key distributions
