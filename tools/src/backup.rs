@@ -125,8 +125,8 @@ pub struct BackupArgs {
     /// MiB of keys and values per chunk file (and per read view).
     #[arg(long, default_value_t = 4)]
     chunk_mb: usize,
-    /// Threads compressing and writing.
-    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    /// Reader threads, and as many compressing and writing (default: twice the cores).
+    #[arg(long, default_value_t = BackupOptions::default().threads)]
     threads: usize,
     /// Fetch from the start of the log and skip what is not wanted (tansu 0.6).
     #[arg(long, env = "TIDINGS_REREAD_FROM_START")]

@@ -264,7 +264,8 @@ pub struct BackupOptions {
     pub chunk_bytes: usize,
     /// Read at most this many bytes of pairs per second (spare the live pipeline).
     pub max_bytes_per_s: Option<u64>,
-    /// Threads compressing and writing.
+    /// Reader threads, and as many compressing and writing (readers wait on the store and on
+    /// full queues, so twice the cores measured faster than once: `tidings bench backup`).
     pub threads: usize,
 }
 
@@ -274,7 +275,7 @@ impl Default for BackupOptions {
             projection: None,
             chunk_bytes: 4 << 20,
             max_bytes_per_s: None,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -406,17 +407,21 @@ fn split_points(first: &[u8], last: &[u8], parts: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// Splits ranges larger than a few chunks into parts for parallel readers.
+/// Splits ranges larger than a few chunks into parts for parallel readers: by key
+/// interpolation, then again any part still large by the store's size estimate (tuple-encoded
+/// integers have variable lengths, so one interpolation step can leave most of a keyspace in
+/// one part).
 fn split_ranges(
     store: &dyn Store,
     ranges: Vec<ScanRange>,
     chunk_bytes: usize,
 ) -> Result<Vec<ScanRange>, BackupError> {
+    let target = 4 * chunk_bytes as u64;
     let mut out = Vec::new();
-    for (ks, b, e, prefix) in ranges {
+    let mut work: Vec<(ScanRange, u32)> = ranges.into_iter().map(|r| (r, 0)).collect();
+    while let Some(((ks, b, e, prefix), depth)) = work.pop() {
         let size = store.estimated_size(&b, &e)?;
-        let parts = (size / (4 * chunk_bytes as u64).max(1)).clamp(1, 64) as usize;
-        if parts < 2 {
+        if size < 2 * target || depth >= 4 {
             out.push((ks, b, e, prefix));
             continue;
         }
@@ -428,20 +433,28 @@ fn split_ranges(
             out.push((ks, b, e, prefix));
             continue;
         };
+        let parts = (size / target).clamp(2, 16) as usize;
+        let points = split_points(first, last, parts);
+        if points.is_empty() {
+            out.push((ks, b, e, prefix));
+            continue;
+        }
         let mut from = b;
-        for point in split_points(first, last, parts) {
+        for point in points {
             if point > from && point < e {
-                out.push((
-                    ks.clone(),
-                    std::mem::replace(&mut from, point.clone()),
-                    point,
-                    prefix,
-                ));
+                let begin = std::mem::replace(&mut from, point.clone());
+                work.push(((ks.clone(), begin, point, prefix), depth + 1));
             }
         }
-        out.push((ks, from, e, prefix));
+        work.push(((ks, from, e, prefix), depth + 1));
     }
-    Ok(out)
+    // Largest first, so the last part read is a small one.
+    let mut sized = Vec::with_capacity(out.len());
+    for r in out {
+        sized.push((store.estimated_size(&r.1, &r.2)?, r));
+    }
+    sized.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(sized.into_iter().map(|(_, r)| r).collect())
 }
 
 struct RawChunk {

@@ -45,9 +45,12 @@ pub struct BackupBenchArgs {
     /// Follows per user (and home feeds each post fans out to).
     #[arg(long, default_value_t = 20)]
     fanout: usize,
-    /// Threads backing up and restoring.
-    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    /// Backup readers (and as many writers); default: twice the cores, as `tidings backup`.
+    #[arg(long, default_value_t = BackupOptions::default().threads)]
     threads: usize,
+    /// Restore loaders; default: the cores, as `tidings restore`.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    restore_threads: usize,
     /// Seed of the generator.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -191,7 +194,7 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
 pub fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.gb > 0.0, "--gb must be positive");
     anyhow::ensure!(
-        a.users > 0 && a.fanout > 0 && a.threads > 0,
+        a.users > 0 && a.fanout > 0 && a.threads > 0 && a.restore_threads > 0,
         "--users, --fanout and --threads must be at least 1"
     );
     let (tmp_store, tmp_work);
@@ -237,7 +240,8 @@ pub fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
         "store on disk (GB)",
         format!("{:.2}", dir_bytes(&store_dir) as f64 / 1e9),
     );
-    report.context("threads", a.threads);
+    report.context("backup readers / writers", a.threads);
+    report.context("restore loaders", a.restore_threads);
 
     // Backup.
     let bdir = work.join("backups");
@@ -284,7 +288,7 @@ pub fn run(a: BackupBenchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&rdir);
     let target: Arc<dyn Store> = Arc::new(RocksStore::open(&rdir, RocksOptions::default())?);
     let mut ro = RestoreOptions::new(Projector::new(1), "tidings-fanout");
-    ro.threads = a.threads;
+    ro.threads = a.restore_threads;
     let bar = progress::bar(0, "restore");
     let r = restore::run(target, &bdir, &ro, &mut |_, d, total| {
         bar.set_length(total);
