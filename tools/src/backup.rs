@@ -381,7 +381,8 @@ pub struct VerifyArgs {
     /// The backup to compare with.
     #[arg(long)]
     backup_id: Option<String>,
-    /// Rebuild a scratch projection from the log (needs --brokers), compare, drop it.
+    /// Rebuild a scratch projection from the log (needs --brokers), compare, drop it. It uses
+    /// the default tunables: with other ones, `tidings rebuild` and compare with --against.
     #[arg(long)]
     rebuild: bool,
     /// Also compare feed versions (they depend on the order events were applied in).
