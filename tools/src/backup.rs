@@ -10,13 +10,12 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tidings_consumers::backup::restore::{self, RestoreOptions};
 use tidings_consumers::backup::{self, BackupOptions, LogSource};
-use tidings_consumers::project::Projector;
 use tidings_consumers::rebuild::{self, RebuildConfig};
 use tidings_consumers::verify::{self, VerifyOptions, VerifyReport};
 use tidings_consumers::versions;
 use tidings_core::keys::Projection;
 
-use crate::pipeline::KafkaArgs;
+use crate::pipeline::{KafkaArgs, ProjectorArgs};
 use crate::rollback::StoreArgs;
 
 /// Backups `tidings up` takes by itself: the embedded store allows one process, so
@@ -291,15 +290,9 @@ pub struct RestoreArgs {
     /// The live consumers' group.
     #[arg(long, env = "TIDINGS_GROUP", default_value = "tidings-fanout")]
     group: String,
-    /// As the live consumers'.
-    #[arg(long, env = "TIDINGS_HYBRID_THRESHOLD", default_value_t = 10_000)]
-    hybrid_threshold: u64,
-    /// As the live consumers'.
-    #[arg(long, env = "TIDINGS_FANOUT_STEP", default_value_t = 5_000)]
-    fanout_step: usize,
-    /// As the live consumers'.
-    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
-    backfill: usize,
+    // As the live consumers' (replay applies events with them).
+    #[command(flatten)]
+    projector: ProjectorArgs,
     /// Threads loading chunks.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     threads: usize,
@@ -310,14 +303,12 @@ pub struct RestoreArgs {
 
 /// `tidings restore`.
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    if args.threads == 0 || args.fanout_step == 0 {
-        bail!("--threads and --fanout-step must be at least 1");
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
     }
+    // The projection number is the backup's; restore sets it.
+    let projector = args.projector.projector(1)?;
     let store = args.store.open()?;
-    let mut projector = Projector::new(1);
-    projector.fanout.hybrid_threshold = args.hybrid_threshold;
-    projector.fanout.max_entries_per_step = args.fanout_step;
-    projector.backfill = args.backfill;
     let mut o = RestoreOptions::new(projector, args.group.clone());
     o.backup = args.backup.clone();
     o.until = args.until;
@@ -381,10 +372,12 @@ pub struct VerifyArgs {
     /// The backup to compare with.
     #[arg(long)]
     backup_id: Option<String>,
-    /// Rebuild a scratch projection from the log (needs --brokers), compare, drop it. It uses
-    /// the default tunables: with other ones, `tidings rebuild` and compare with --against.
+    /// Rebuild a scratch projection from the log (needs --brokers), compare, drop it.
     #[arg(long)]
     rebuild: bool,
+    // With --rebuild: as the live consumers'.
+    #[command(flatten)]
+    projector: ProjectorArgs,
     /// Also compare feed versions (they depend on the order events were applied in).
     #[arg(long)]
     with_fver: bool,
@@ -462,7 +455,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .unwrap_or(p)
         .max(p)
         + 1;
-    let mut cfg = RebuildConfig::new(kafka, Projector::new(scratch));
+    let mut cfg = RebuildConfig::new(kafka, args.projector.projector(scratch)?);
     cfg.topics = args.kafka.topics();
     cfg.consumer = args.group.clone();
     cfg.reread = args.reread_from_start;

@@ -79,15 +79,8 @@ pub struct ConsumeArgs {
     /// p % N == I).
     #[arg(long, env = "TIDINGS_INSTANCE", default_value = "group")]
     pub instance: Assignment,
-    /// Authors with more followers than this are not pushed (hybrid fan-out).
-    #[arg(long, env = "TIDINGS_HYBRID_THRESHOLD", default_value_t = 10_000)]
-    pub hybrid_threshold: u64,
-    /// Most index entries one store batch writes for one event; bigger fan-outs are split.
-    #[arg(long, env = "TIDINGS_FANOUT_STEP", default_value_t = 5_000)]
-    pub fanout_step: usize,
-    /// Recent items of a followee copied into a new follower's home feed.
-    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
-    pub backfill: usize,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
     /// Most records applied per poll.
     #[arg(long, default_value_t = 1_000)]
     pub max_batch: usize,
@@ -108,19 +101,42 @@ pub struct ConsumeArgs {
     pub maintain_interval_ms: u64,
 }
 
-impl ConsumeArgs {
-    fn applier(&self, store: Arc<dyn Store>) -> anyhow::Result<Applier> {
+/// The tunables that shape a projection: the live consumers, `rebuild`, `restore` and
+/// `verify --rebuild` must use the same ones, or they build different projections.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectorArgs {
+    /// Authors with more followers than this are not pushed (hybrid fan-out).
+    #[arg(long, env = "TIDINGS_HYBRID_THRESHOLD", default_value_t = 10_000)]
+    pub hybrid_threshold: u64,
+    /// Most index entries one store batch writes for one event; bigger fan-outs are split.
+    #[arg(long, env = "TIDINGS_FANOUT_STEP", default_value_t = 5_000)]
+    pub fanout_step: usize,
+    /// Recent items of a followee copied into a new follower's home feed.
+    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
+    pub backfill: usize,
+}
+
+impl ProjectorArgs {
+    /// The projector of projection `p` with these tunables.
+    pub fn projector(&self, p: tidings_core::keys::Projection) -> anyhow::Result<Projector> {
         if self.fanout_step == 0 {
             bail!("--fanout-step must be at least 1");
         }
+        let mut projector = Projector::new(p);
+        projector.fanout.hybrid_threshold = self.hybrid_threshold;
+        projector.fanout.max_entries_per_step = self.fanout_step;
+        projector.backfill = self.backfill;
+        Ok(projector)
+    }
+}
+
+impl ConsumeArgs {
+    fn applier(&self, store: Arc<dyn Store>) -> anyhow::Result<Applier> {
         let active = store
             .get(&meta::active())
             .context("reading the active projection")?
             .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v));
-        let mut projector = Projector::new(active);
-        projector.fanout.hybrid_threshold = self.hybrid_threshold;
-        projector.fanout.max_entries_per_step = self.fanout_step;
-        projector.backfill = self.backfill;
+        let projector = self.projector.projector(active)?;
         Ok(Applier::new(store, projector, self.group.clone()))
     }
 
@@ -414,7 +430,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     pcfg.kafka = kafka.clone();
     pcfg.topics = topics;
     let producer = Producer::new(pcfg)?;
-    let qopts = args.query.options(args.consume.backfill)?;
+    let qopts = args.query.options(args.consume.projector.backfill)?;
     let closing = qopts.closing.clone();
     let app = tidings_producers::gateway::router(producer)
         .merge(tidings_query::http::router(store.clone(), qopts));

@@ -15,13 +15,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tidings_consumers::digest;
 use tidings_consumers::migrate::{self, MigrateConfig};
-use tidings_consumers::project::Projector;
 use tidings_consumers::rebuild::{self, Filter, RebuildConfig, Until};
 use tidings_consumers::versions;
 use tidings_core::keys::Projection;
 use tidings_store::Store;
 
-use crate::pipeline::KafkaArgs;
+use crate::pipeline::{KafkaArgs, ProjectorArgs};
 
 /// Which store.
 #[derive(Debug, Clone, Args)]
@@ -76,15 +75,9 @@ pub struct RebuildArgs {
     /// The live consumers' group: offsets are stored under it so they continue after a switch.
     #[arg(long, env = "TIDINGS_GROUP", default_value = "tidings-fanout")]
     group: String,
-    /// As the live consumers' (a different value builds a different projection).
-    #[arg(long, env = "TIDINGS_HYBRID_THRESHOLD", default_value_t = 10_000)]
-    hybrid_threshold: u64,
-    /// As the live consumers'.
-    #[arg(long, env = "TIDINGS_FANOUT_STEP", default_value_t = 5_000)]
-    fanout_step: usize,
-    /// As the live consumers'.
-    #[arg(long, env = "TIDINGS_BACKFILL", default_value_t = 100)]
-    backfill: usize,
+    // As the live consumers' (other values build a different projection).
+    #[command(flatten)]
+    projector: ProjectorArgs,
     /// Records per apply (bulk mode).
     #[arg(long, default_value_t = 20_000)]
     batch_records: usize,
@@ -101,8 +94,8 @@ pub struct RebuildArgs {
 
 /// `tidings rebuild`.
 pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    if args.fanout_step == 0 || args.batch_records == 0 || args.batch_mb == 0 {
-        bail!("--fanout-step, --batch-records and --batch-mb must be at least 1");
+    if args.batch_records == 0 || args.batch_mb == 0 {
+        bail!("--batch-records and --batch-mb must be at least 1");
     }
     if args.batch_mb > 9 {
         bail!("--batch-mb must be at most 9 (FoundationDB's batch limit is 10 MB)");
@@ -112,10 +105,7 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     }
     let kafka = args.kafka.required()?;
     let store = args.store.open()?;
-    let mut projector = Projector::new(args.version);
-    projector.fanout.hybrid_threshold = args.hybrid_threshold;
-    projector.fanout.max_entries_per_step = args.fanout_step;
-    projector.backfill = args.backfill;
+    let projector = args.projector.projector(args.version)?;
     let mut cfg = RebuildConfig::new(kafka, projector);
     cfg.topics = args.kafka.topics();
     cfg.consumer = args.group.clone();
