@@ -223,18 +223,22 @@ pub fn read_chunk(path: &Path, c: &Chunk) -> Result<Vec<tidings_store::KeyValue>
     files::pairs(path, &raw)
 }
 
+/// The paths in directory `dir` (none if it does not exist).
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
+    let read = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir.display())(e)),
+    };
+    read.map(|e| e.map(|e| e.path()).map_err(io(dir.display())))
+        .collect()
+}
+
 /// Every complete backup in `dir`, oldest first.
 pub fn list(dir: &Path) -> Result<Vec<Manifest>, BackupError> {
-    let root = dir.join("backups");
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(root.display())(e)),
-    };
-    for e in entries {
-        let e = e.map_err(io(root.display()))?;
-        let path = e.path().join("manifest.json");
+    for backup in entries(&dir.join("backups"))? {
+        let path = backup.join("manifest.json");
         let Ok(text) = fs::read_to_string(&path) else {
             continue; // incomplete (no manifest yet)
         };
@@ -924,15 +928,8 @@ pub fn archive_dir(dir: &Path, topic: &str, partition: i32) -> PathBuf {
 /// The archived segments of a partition, by first offset (each file has a `.json` sidecar,
 /// written after it: a file without one is incomplete and ignored).
 pub fn archived(dir: &Path, topic: &str, partition: i32) -> Result<Vec<Segment>, BackupError> {
-    let pdir = archive_dir(dir, topic, partition);
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&pdir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(pdir.display())(e)),
-    };
-    for e in entries {
-        let path = e.map_err(io(pdir.display()))?.path();
+    for path in entries(&archive_dir(dir, topic, partition))? {
         if path.extension().is_some_and(|x| x == "json") {
             let text = fs::read_to_string(&path).map_err(io(path.display()))?;
             let s: Segment = serde_json::from_str(&text).map_err(|e| BackupError::Corrupt {
