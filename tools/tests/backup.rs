@@ -126,15 +126,6 @@ fn projector() -> Projector {
     pr
 }
 
-fn publish_all(p: &Producer, events: &[Event]) -> Vec<Delivery> {
-    rt().block_on(futures::future::join_all(
-        events.iter().cloned().map(|e| p.publish(e)),
-    ))
-    .into_iter()
-    .map(|r| r.expect("acknowledged"))
-    .collect()
-}
-
 /// Live consumers on `store` and where each partition must reach.
 struct Live {
     store: Arc<dyn Store>,

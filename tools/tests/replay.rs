@@ -61,15 +61,6 @@ fn act(n: u64, actor: UserId, verb: &str, object: &str, to: Vec<UserId>, who: &W
     })
 }
 
-fn publish_all(p: &Producer, events: &[Event]) -> Vec<Delivery> {
-    rt().block_on(futures::future::join_all(
-        events.iter().cloned().map(|e| p.publish(e)),
-    ))
-    .into_iter()
-    .map(|r| r.expect("acknowledged"))
-    .collect()
-}
-
 fn producer_with(kafka: &KafkaConfig, topics: Topics) -> Producer {
     let mut c = tidings_producers::ProducerConfig::new(kafka.brokers.clone());
     c.topics = topics;

@@ -51,6 +51,19 @@ pub fn producer(kafka: &KafkaConfig) -> Producer {
     Producer::new(c).unwrap()
 }
 
+/// Publishes every event, all in flight at once; panics unless each is acknowledged.
+pub fn publish_all(
+    p: &Producer,
+    events: &[tidings_core::event::Event],
+) -> Vec<tidings_producers::Delivery> {
+    rt().block_on(futures::future::join_all(
+        events.iter().cloned().map(|e| p.publish(e)),
+    ))
+    .into_iter()
+    .map(|r| r.expect("acknowledged"))
+    .collect()
+}
+
 pub fn store(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(RocksStore::open(dir, RocksOptions::default()).expect("open RocksDB"))
 }
