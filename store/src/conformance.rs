@@ -6,7 +6,7 @@
 //! so a backend's test file is one line, and a failure names the property that broke:
 //! snapshot isolation, batch atomicity, precondition conflicts under concurrent writers,
 //! atomic add under concurrency, range order and reverse, limits, durability across reopen,
-//! bulk loads and bounded scans.
+//! bulk loads and bounded scans, bulk commits.
 //!
 //! The checks panic on failure (they are test code); they never touch keys outside the prefix
 //! the harness hands them.
@@ -439,6 +439,105 @@ pub fn bulk_load_and_scan<H: Harness>(h: &H) {
     ));
 }
 
+/// A bulk commit is a commit: sets, clears and adds (also several to one key, and over values
+/// already stored) end as they would through [`Store::commit`]; preconditions are checked and a
+/// conflict writes nothing; an open view keeps its snapshot; a clear-range works; and where the
+/// backend has a bulk path, a batch over the transaction limit is taken.
+pub fn bulk_commit_is_a_commit<H: Harness>(h: &H) {
+    let (_g, s, p) = h.open();
+    let s = &*s;
+    commit(s, |b| {
+        b.set(k(&p, "set-over"), b"old".to_vec())
+            .set(k(&p, "cleared"), b"old".to_vec())
+            .add(k(&p, "sum"), 5)
+            .set(k(&p, "guard"), b"1".to_vec());
+    })
+    .unwrap();
+    let before = s.snapshot().unwrap();
+    let mut b = WriteBatch::new();
+    b.set(k(&p, "set-over"), b"new".to_vec())
+        .clear(k(&p, "cleared"))
+        .add(k(&p, "sum"), 2)
+        .add(k(&p, "sum"), 3)
+        .set(k(&p, "set-then-add"), 10i64.to_le_bytes().to_vec())
+        .add(k(&p, "set-then-add"), 1)
+        .clear(k(&p, "clear-then-add"))
+        .add(k(&p, "clear-then-add"), 7)
+        .set(k(&p, "fresh"), b"v".to_vec())
+        .add(k(&p, "fresh-add"), -4)
+        .require(k(&p, "guard"), Some(b"1".to_vec()));
+    s.commit_bulk(b).unwrap();
+    let v = s.snapshot().unwrap();
+    let got = v
+        .get_many(&[
+            k(&p, "set-over"),
+            k(&p, "cleared"),
+            k(&p, "sum"),
+            k(&p, "set-then-add"),
+            k(&p, "clear-then-add"),
+            k(&p, "fresh"),
+            k(&p, "fresh-add"),
+        ])
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(b"new".to_vec()),
+            None,
+            Some(10i64.to_le_bytes().to_vec()),
+            Some(11i64.to_le_bytes().to_vec()),
+            Some(7i64.to_le_bytes().to_vec()),
+            Some(b"v".to_vec()),
+            Some((-4i64).to_le_bytes().to_vec()),
+        ]
+    );
+    assert_eq!(
+        before.get(&k(&p, "set-over")).unwrap(),
+        Some(b"old".to_vec()),
+        "a view opened before the bulk commit must keep its snapshot"
+    );
+    drop((before, v));
+
+    let mut b = WriteBatch::new();
+    b.set(k(&p, "never"), b"x".to_vec())
+        .require(k(&p, "guard"), Some(b"2".to_vec()));
+    assert!(matches!(s.commit_bulk(b), Err(Error::Conflict { .. })));
+    assert_eq!(s.snapshot().unwrap().get(&k(&p, "never")).unwrap(), None);
+
+    let mut b = WriteBatch::new();
+    b.set(k(&p, "r1"), b"x".to_vec())
+        .set(k(&p, "r2"), b"x".to_vec());
+    s.commit_bulk(b).unwrap();
+    let mut b = WriteBatch::new();
+    b.clear_range(k(&p, "r1"), k(&p, "r3"))
+        .set(k(&p, "r2"), b"again".to_vec());
+    s.commit_bulk(b).unwrap();
+    let v = s.snapshot().unwrap();
+    assert_eq!(
+        v.range(&k(&p, "r"), &k(&p, "s"), RangeOptions::default())
+            .unwrap(),
+        vec![(k(&p, "r2"), b"again".to_vec())]
+    );
+    drop(v);
+
+    if let Some(limit) = s.bulk_batch_limit() {
+        assert!(limit > MAX_BATCH);
+        let mut b = WriteBatch::new();
+        for i in 0..(MAX_BATCH / 50_000 + 2) {
+            b.set(k(&p, &format!("big{i:04}")), vec![i as u8; 50_000]);
+        }
+        assert!(b.size() > MAX_BATCH);
+        s.commit_bulk(b).unwrap();
+        let n = s
+            .snapshot()
+            .unwrap()
+            .range(&k(&p, "big"), &k(&p, "bih"), RangeOptions::default())
+            .unwrap()
+            .len();
+        assert_eq!(n, MAX_BATCH / 50_000 + 2);
+    }
+}
+
 /// Expands to one `#[test]` per conformance check, for the harness expression given.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -447,7 +546,8 @@ macro_rules! conformance_suite {
             point_reads_and_writes, snapshot_isolation, batch_is_all_or_nothing,
             preconditions_conflict, preconditions_fence_concurrent_writers,
             atomic_add_under_concurrency, ranges_order_limit_reverse, limits_are_enforced,
-            read_views_expire, durable_across_reopen, bulk_load_and_scan);
+            read_views_expire, durable_across_reopen, bulk_load_and_scan,
+            bulk_commit_is_a_commit);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

@@ -20,10 +20,12 @@
 pub mod batch;
 pub mod conformance;
 mod error;
+pub mod fasthash;
 #[cfg(feature = "fdb")]
 pub mod fdb;
 pub mod layout;
 pub mod limits;
+pub mod memo;
 pub mod overlay;
 pub mod rocks;
 mod url;
@@ -32,7 +34,8 @@ use std::fmt;
 
 pub use batch::{Precondition, WriteBatch};
 pub use error::{Error, Result};
-pub use overlay::Overlay;
+pub use memo::{Memo, ReadCache};
+pub use overlay::{Delta, Overlay};
 pub use tidings_core::write::Mutation;
 pub use url::{open, StoreUrl};
 
@@ -134,6 +137,21 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Estimated bytes stored in `begin..end` (for the store-size metric and progress bars).
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64>;
+
+    /// The most bytes [`Store::commit_bulk`] takes in one batch, or `None` when the backend has
+    /// no bulk path (every batch then stays under [`limits::MAX_BATCH`], as on FoundationDB).
+    fn bulk_batch_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// Commits `batch` like [`Store::commit`] — atomically, preconditions checked — but the batch
+    /// may exceed the transaction size limit, up to [`Store::bulk_batch_limit`]. For writing a
+    /// key range that no reader serves yet (a projection being rebuilt): RocksDB writes the
+    /// batch as one sorted table file and ingests it, with no memtable, no write-ahead log and
+    /// no flush. The default is [`Store::commit`].
+    fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
+        self.commit(batch)
+    }
 
     /// Bulk load: sets `pairs` (sorted by key, keys distinct, within the size limits) in a key
     /// range nobody else writes meanwhile — a restore into an empty store. Not one atomic batch:

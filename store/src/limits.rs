@@ -28,8 +28,17 @@ pub fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Largest batch [`crate::Store::commit_bulk`] takes on a backend with a bulk path (RocksDB),
+/// bytes: a projection being rebuilt is written in batches this large.
+pub const MAX_BULK_BATCH: usize = 512 << 20;
+
 /// Checks every size in a batch.
 pub fn check_batch(batch: &WriteBatch) -> Result<()> {
+    check_batch_up_to(batch, MAX_BATCH)
+}
+
+/// Checks every key and value in a batch, and its total against `limit`.
+pub fn check_batch_up_to(batch: &WriteBatch, limit: usize) -> Result<()> {
     use tidings_core::Mutation;
     for m in &batch.mutations {
         match m {
@@ -53,11 +62,8 @@ pub fn check_batch(batch: &WriteBatch) -> Result<()> {
         check_key(&p.key)?;
     }
     let size = batch.size();
-    if size > MAX_BATCH {
-        return Err(Error::BatchTooLarge {
-            size,
-            limit: MAX_BATCH,
-        });
+    if size > limit {
+        return Err(Error::BatchTooLarge { size, limit });
     }
     Ok(())
 }

@@ -22,34 +22,20 @@ enum Pending {
     Add(i64),
 }
 
-/// `base` plus the mutations applied so far.
-pub struct Overlay<'a> {
-    base: &'a dyn ReadView,
+/// Pending mutations without a base: what an [`Overlay`] layers over a read view.
+///
+/// Taken out of an overlay ([`Overlay::into_delta`]), a delta can lie under the next overlay
+/// ([`Overlay::layered`]) while its own batch is still being committed: a bulk writer plans
+/// batch N+1 over "snapshot + delta N" while batch N is written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
     keys: BTreeMap<Vec<u8>, Pending>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-impl std::fmt::Debug for Overlay<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Overlay")
-            .field("pending_keys", &self.keys.len())
-            .field("cleared_ranges", &self.cleared.len())
-            .finish()
-    }
-}
-
-impl<'a> Overlay<'a> {
-    /// An overlay with nothing pending: reads go straight to `base`.
-    pub fn new(base: &'a dyn ReadView) -> Self {
-        Overlay {
-            base,
-            keys: BTreeMap::new(),
-            cleared: Vec::new(),
-        }
-    }
-
+impl Delta {
     /// Applies `ms` in order, as a commit would.
-    pub fn apply<'m>(&mut self, ms: impl IntoIterator<Item = &'m Mutation>) {
+    fn apply<'m>(&mut self, ms: impl IntoIterator<Item = &'m Mutation>) {
         for m in ms {
             match m {
                 Mutation::Set { key, value } => {
@@ -93,13 +79,33 @@ impl<'a> Overlay<'a> {
         self.keys.is_empty() && self.cleared.is_empty()
     }
 
+    /// Whether the delta writes `key` (sets, clears or adds it, or clears a range holding it).
+    pub fn touches(&self, key: &[u8]) -> bool {
+        self.keys.contains_key(key) || self.range_cleared(key)
+    }
+
+    /// Whether the delta writes any key in `begin..end`.
+    pub fn touches_range(&self, begin: &[u8], end: &[u8]) -> bool {
+        if begin >= end {
+            return false;
+        }
+        self.keys
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .next()
+            .is_some()
+            || self
+                .cleared
+                .iter()
+                .any(|(b, e)| b.as_slice() < end && begin < e.as_slice())
+    }
+
     fn range_cleared(&self, key: &[u8]) -> bool {
         self.cleared
             .iter()
             .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
     }
 
-    /// The overlay's view of one key given the base's value.
+    /// The delta's view of one key given the base's value.
     fn resolve(
         &self,
         key: &[u8],
@@ -118,19 +124,113 @@ impl<'a> Overlay<'a> {
     }
 }
 
+/// `base` plus the mutations applied so far (and, when layered, a delta between the two).
+pub struct Overlay<'a> {
+    base: &'a dyn ReadView,
+    lower: Option<Delta>,
+    own: Delta,
+}
+
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("pending_keys", &self.own.keys.len())
+            .field("cleared_ranges", &self.own.cleared.len())
+            .field("layered", &self.lower.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Overlay<'a> {
+    /// An overlay with nothing pending: reads go straight to `base`.
+    pub fn new(base: &'a dyn ReadView) -> Self {
+        Overlay {
+            base,
+            lower: None,
+            own: Delta::default(),
+        }
+    }
+
+    /// An overlay over `base` plus `lower`, the pending writes of a batch that `base` does not
+    /// hold yet (being committed meanwhile). `base` must not include any of `lower`'s writes:
+    /// take it before that batch is committed.
+    pub fn layered(base: &'a dyn ReadView, lower: Delta) -> Self {
+        Overlay {
+            base,
+            lower: (!lower.is_empty()).then_some(lower),
+            own: Delta::default(),
+        }
+    }
+
+    /// Applies `ms` in order, as a commit would.
+    pub fn apply<'m>(&mut self, ms: impl IntoIterator<Item = &'m Mutation>) {
+        self.own.apply(ms);
+    }
+
+    /// Whether nothing is pending (in this overlay or a layer under it).
+    pub fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.lower.is_none()
+    }
+
+    /// The layer under this overlay (empty if none) and this overlay's own pending writes.
+    pub fn into_deltas(self) -> (Delta, Delta) {
+        (self.lower.unwrap_or_default(), self.own)
+    }
+
+    /// Runs `f` over the view this overlay reads: `own` over (`lower` over `base`).
+    fn with_view<T>(&self, f: impl FnOnce(&Layer<'_>) -> T) -> T {
+        match &self.lower {
+            None => f(&Layer {
+                base: self.base,
+                delta: &self.own,
+            }),
+            Some(lower) => {
+                let mid = Layer {
+                    base: self.base,
+                    delta: lower,
+                };
+                f(&Layer {
+                    base: &mid,
+                    delta: &self.own,
+                })
+            }
+        }
+    }
+}
+
 impl ReadView for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.resolve(key, || self.base.get(key))
+        self.with_view(|v| v.get(key))
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        if self.is_empty() {
+        self.with_view(|v| v.get_many(keys))
+    }
+
+    fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
+        self.with_view(|v| v.range(begin, end, opts))
+    }
+}
+
+/// One delta over a read view.
+struct Layer<'a> {
+    base: &'a dyn ReadView,
+    delta: &'a Delta,
+}
+
+impl ReadView for Layer<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.delta.resolve(key, || self.base.get(key))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        if self.delta.is_empty() {
             return self.base.get_many(keys);
         }
         let base = self.base.get_many(keys)?;
         keys.iter()
             .zip(base)
-            .map(|(k, b)| self.resolve(k, || Ok(b)))
+            .map(|(k, b)| self.delta.resolve(k, || Ok(b)))
             .collect()
     }
 
@@ -139,10 +239,12 @@ impl ReadView for Overlay<'_> {
             return Ok(Vec::new());
         }
         let pending: Vec<(&Vec<u8>, &Pending)> = self
+            .delta
             .keys
             .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
             .collect();
         let ranges_hit = self
+            .delta
             .cleared
             .iter()
             .any(|(b, e)| b.as_slice() < end && begin < e.as_slice());
@@ -168,7 +270,7 @@ impl ReadView for Overlay<'_> {
         let last_base = base_rows.last().map(|(k, _)| k.clone());
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base_rows
             .into_iter()
-            .filter(|(k, _)| !self.keys.contains_key(k) && !self.range_cleared(k))
+            .filter(|(k, _)| !self.delta.keys.contains_key(k) && !self.delta.range_cleared(k))
             .collect();
         for (k, _) in pending {
             // Past the last base row read (in read order) lie unread base rows; at least
@@ -179,7 +281,7 @@ impl ReadView for Overlay<'_> {
             if !complete && beyond {
                 continue;
             }
-            if let Some(v) = self.resolve(k, || self.base.get(k))? {
+            if let Some(v) = self.delta.resolve(k, || self.base.get(k))? {
                 merged.insert(k.clone(), v);
             }
         }

@@ -61,7 +61,10 @@ pub struct RocksStore {
     path: String,
     /// Options of the table files [`Store::load_sorted`] writes (as the store's bottom level).
     sst_opts: Options,
-    /// Numbers those files.
+    /// Options of the table files [`Store::commit_bulk`] writes: uncompressed, as they usually
+    /// land in L0 and are rewritten by compaction soon.
+    bulk_opts: Options,
+    /// Numbers the files both write.
     loads: AtomicU64,
 }
 
@@ -131,6 +134,10 @@ impl RocksStore {
         let mut sst_opts = Options::default();
         sst_opts.set_compression_type(DBCompressionType::Lz4);
         sst_opts.set_block_based_table_factory(&table_options(&cache));
+        let mut bulk_opts = Options::default();
+        bulk_opts.set_compression_type(DBCompressionType::None);
+        bulk_opts.set_merge_operator_associative("i64add", i64_add);
+        bulk_opts.set_block_based_table_factory(&bulk_table_options(&cache));
         let db = DB::open(&opts, path).map_err(|e| Error::Open {
             backend: "rocksdb",
             location: location.clone(),
@@ -151,6 +158,7 @@ impl RocksStore {
             sync: o.sync,
             path: location,
             sst_opts,
+            bulk_opts,
             loads: AtomicU64::new(0),
         })
     }
@@ -159,6 +167,209 @@ impl RocksStore {
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map_err(backend_err)
     }
+
+    /// Checks the preconditions against the latest state and, if they hold, runs `write`, all
+    /// under the commit lock (one process owns the directory, so that makes it atomic).
+    fn checked<T>(
+        &self,
+        preconditions: &[crate::Precondition],
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        // A poisoned lock only means another commit panicked; the DB itself is consistent.
+        let _guard = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in preconditions {
+            let found = self.db.get(&p.key).map_err(backend_err)?;
+            if found != p.expected {
+                return Err(Error::Conflict {
+                    key: p.key.clone(),
+                    expected: p.expected.clone(),
+                    found,
+                });
+            }
+        }
+        write()
+    }
+
+    /// Commits through the memtable and the WAL.
+    fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
+        let wb = rocks_batch(&batch.mutations);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.checked(&batch.preconditions, || {
+            self.db.write_opt(wb, &wo).map_err(backend_err)
+        })
+    }
+
+    /// A fresh path for a table file beside the store.
+    fn table_path(&self, what: &str) -> PathBuf {
+        let n = self.loads.fetch_add(1, Ordering::Relaxed);
+        PathBuf::from(&self.path).join(format!("{what}-{}-{n}.sst", std::process::id()))
+    }
+
+    /// Ingests the table files at `paths` (moved into the store) in one atomic step, or
+    /// removes them on failure.
+    fn ingest(&self, paths: &[PathBuf], preconditions: &[crate::Precondition]) -> Result<()> {
+        let mut io = IngestExternalFileOptions::default();
+        io.set_move_files(true);
+        let done = self.checked(preconditions, || {
+            self.db
+                .ingest_external_file_opts(&io, paths.iter().collect())
+                .map_err(backend_err)
+        });
+        if done.is_err() {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        done
+    }
+}
+
+/// The RocksDB write batch of `ms`, in [`memtable_order`].
+fn rocks_batch(ms: &[Mutation]) -> rocksdb::WriteBatch {
+    let mut wb = rocksdb::WriteBatch::default();
+    let ordered = memtable_order(ms);
+    let mut ms = ordered.iter().copied().peekable();
+    while let Some(m) = ms.next() {
+        match m {
+            Mutation::Set { key, value } => wb.put(key, value),
+            Mutation::Clear { key } => wb.delete(key),
+            Mutation::ClearRange { begin, end } => {
+                if begin < end {
+                    wb.delete_range(begin, end)
+                }
+            }
+            Mutation::Add { key, delta } => {
+                // Adds to one key sit next to each other now (e.g. a feed's version, bumped
+                // per fanned-out entry): one merge operand for their sum, not one each.
+                let mut sum = *delta;
+                while let Some(Mutation::Add { key: k, delta: d }) = ms.peek() {
+                    if k != key {
+                        break;
+                    }
+                    sum = sum.wrapping_add(*d);
+                    ms.next();
+                }
+                wb.merge(key, sum.to_le_bytes())
+            }
+        }
+    }
+    wb
+}
+
+/// What a key ends as after a batch's mutations: one entry of a table file.
+#[derive(Debug, PartialEq, Eq)]
+enum Folded<'a> {
+    Put(&'a [u8]),
+    PutSum(i64),
+    Delete,
+    /// An add over whatever the store holds: a merge operand.
+    Merge(i64),
+}
+
+/// The batch's mutations folded into one operation per key, in key order — what one table
+/// file can hold. `None` if the batch has a clear-range (it would have to cover keys of the
+/// same file, which the file cannot order).
+fn fold_by_key(ms: &[Mutation]) -> Option<Vec<(&[u8], Folded<'_>)>> {
+    if ms.iter().any(|m| matches!(m, Mutation::ClearRange { .. })) {
+        return None;
+    }
+    let out_of_range = || None;
+    let Ok(n) = u32::try_from(ms.len()) else {
+        return out_of_range();
+    };
+    // Sorting a bulk batch (a million mutations) by comparing keys through their pointers is
+    // most of the fold's time: sort by the keys' first 32 bytes held inline, then by the whole
+    // key, then by position (so the mutations of one key keep their order).
+    let mut order: Vec<(u128, u128, u32)> = (0..n)
+        .map(|i| {
+            let (a, b) = key_prefix(ms[i as usize].key());
+            (a, b, i)
+        })
+        .collect();
+    order.sort_unstable_by(|x, y| {
+        (x.0, x.1)
+            .cmp(&(y.0, y.1))
+            .then_with(|| ms[x.2 as usize].key().cmp(ms[y.2 as usize].key()))
+            .then(x.2.cmp(&y.2))
+    });
+    let mut out: Vec<(&[u8], Folded<'_>)> = Vec::with_capacity(order.len());
+    for (_, _, i) in order {
+        let m = &ms[i as usize];
+        let key = m.key();
+        let before = match out.last() {
+            Some((k, _)) if *k == key => out.pop().map(|(_, f)| f),
+            _ => None,
+        };
+        let now = match m {
+            Mutation::Set { value, .. } => Folded::Put(value),
+            Mutation::Clear { .. } => Folded::Delete,
+            Mutation::Add { delta, .. } => match before {
+                None => Folded::Merge(*delta),
+                Some(Folded::Merge(d)) => Folded::Merge(d.wrapping_add(*delta)),
+                Some(Folded::Delete) => Folded::PutSum(*delta),
+                Some(Folded::PutSum(v)) => Folded::PutSum(v.wrapping_add(*delta)),
+                Some(Folded::Put(v)) => Folded::PutSum(decode_i64(v).wrapping_add(*delta)),
+            },
+            Mutation::ClearRange { .. } => return None,
+        };
+        out.push((key, now));
+    }
+    Some(out)
+}
+
+/// The first 32 bytes of `key` as two big-endian numbers (zero-padded): comparing them orders
+/// keys as their bytes do, except that a tie needs the whole keys.
+fn key_prefix(key: &[u8]) -> (u128, u128) {
+    let mut b = [0u8; 32];
+    let n = key.len().min(32);
+    b[..n].copy_from_slice(&key[..n]);
+    let (hi, lo) = b.split_at(16);
+    (
+        u128::from_be_bytes(hi.try_into().unwrap_or_default()),
+        u128::from_be_bytes(lo.try_into().unwrap_or_default()),
+    )
+}
+
+/// The length of `key`'s keyspace prefix: its first two FoundationDB tuple elements when they
+/// are integers, strings or byte strings — `(p, "feed")` of a tidings projection key,
+/// `("meta", "active")` — or as much of that as parses. A bulk commit writes one table file
+/// per keyspace, so files of different keyspaces never overlap: a graph read never consults a
+/// file of feed entries, and a keyspace written in key order (bodies under time-ordered ids,
+/// offsets) is ingested at the bottom level, needing no compaction.
+fn keyspace_len(key: &[u8]) -> usize {
+    let mut at = 0;
+    for _ in 0..2 {
+        let Some(&code) = key.get(at) else { break };
+        let next = match code {
+            // Byte string or string: escaped bytes up to a 0x00 not followed by 0xff.
+            0x01 | 0x02 => {
+                let mut i = at + 1;
+                loop {
+                    match key.get(i) {
+                        Some(0x00) if key.get(i + 1) == Some(&0xff) => i += 2,
+                        Some(0x00) => break Some(i + 1),
+                        Some(_) => i += 1,
+                        None => break None,
+                    }
+                }
+            }
+            // Integers: the code says how many bytes follow.
+            0x0c..=0x1c => {
+                let n = usize::from(code.abs_diff(0x14));
+                (at + 1 + n <= key.len()).then_some(at + 1 + n)
+            }
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    at
 }
 
 /// Block-based table settings, shared by the store and the files bulk loads write.
@@ -173,6 +384,18 @@ fn table_options(cache: &Cache) -> BlockBasedOptions {
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_block_size(4 << 10);
+    table
+}
+
+/// Settings of the files [`Store::commit_bulk`] writes. Each holds one keyspace of a batch and
+/// sits in L0 until compaction rewrites it with [`table_options`]; meanwhile the only reads of
+/// its keys are a rebuild's own (graph edges, counts, progress), so it skips the bloom filter
+/// and the per-block hash index, which were a third of writing it.
+fn bulk_table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_block_size(16 << 10);
     table
 }
 
@@ -311,51 +534,54 @@ impl Store for RocksStore {
 
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         limits::check_batch(&batch)?;
-        let mut wb = rocksdb::WriteBatch::default();
-        let ordered = memtable_order(&batch.mutations);
-        let mut ms = ordered.iter().copied().peekable();
-        while let Some(m) = ms.next() {
-            match m {
-                Mutation::Set { key, value } => wb.put(key, value),
-                Mutation::Clear { key } => wb.delete(key),
-                Mutation::ClearRange { begin, end } => {
-                    if begin < end {
-                        wb.delete_range(begin, end)
+        self.write_batch(&batch)
+    }
+
+    fn bulk_batch_limit(&self) -> Option<usize> {
+        Some(limits::MAX_BULK_BATCH)
+    }
+
+    /// Folds the batch into one operation per key and writes it as table files, one per
+    /// keyspace ([`keyspace_len`]), ingested together atomically after the preconditions are
+    /// checked (a batch with a clear-range goes through
+    /// the memtable instead). Ingested files get a sequence number above every open view, so
+    /// views keep their snapshot.
+    fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
+        limits::check_batch_up_to(&batch, limits::MAX_BULK_BATCH)?;
+        let Some(folded) = fold_by_key(&batch.mutations) else {
+            return self.write_batch(&batch);
+        };
+        if folded.is_empty() {
+            return self.checked(&batch.preconditions, || Ok(()));
+        }
+        let mut paths = Vec::new();
+        let written = (|| {
+            for run in folded.chunk_by(|a, b| a.0[..keyspace_len(a.0)] == b.0[..keyspace_len(b.0)])
+            {
+                let path = self.table_path("bulk");
+                let mut w = SstFileWriter::create(&self.bulk_opts);
+                w.open(&path)?;
+                paths.push(path);
+                for (k, f) in run {
+                    match f {
+                        Folded::Put(v) => w.put(k, v)?,
+                        Folded::PutSum(n) => w.put(k, n.to_le_bytes())?,
+                        Folded::Delete => w.delete(k)?,
+                        Folded::Merge(d) => w.merge(k, d.to_le_bytes())?,
                     }
                 }
-                Mutation::Add { key, delta } => {
-                    // Adds to one key sit next to each other now (e.g. a feed's version, bumped
-                    // per fanned-out entry): one merge operand for their sum, not one each.
-                    let mut sum = *delta;
-                    while let Some(Mutation::Add { key: k, delta: d }) = ms.peek() {
-                        if k != key {
-                            break;
-                        }
-                        sum = sum.wrapping_add(*d);
-                        ms.next();
-                    }
-                    wb.merge(key, sum.to_le_bytes())
-                }
+                w.finish()?;
             }
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
-        // A poisoned lock only means another commit panicked; the DB itself is consistent.
-        let _guard = self
-            .commit_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for p in &batch.preconditions {
-            let found = self.db.get(&p.key).map_err(backend_err)?;
-            if found != p.expected {
-                return Err(Error::Conflict {
-                    key: p.key.clone(),
-                    expected: p.expected.clone(),
-                    found,
-                });
+            Ok(())
+        })();
+        drop(folded);
+        if let Err(e) = written {
+            for p in &paths {
+                let _ = std::fs::remove_file(p);
             }
+            return Err(backend_err(e));
         }
-        self.db.write_opt(wb, &wo).map_err(backend_err)
+        self.ingest(&paths, &batch.preconditions)
     }
 
     fn backend(&self) -> &'static str {
@@ -381,8 +607,7 @@ impl Store for RocksStore {
                 });
             }
         }
-        let n = self.loads.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(&self.path).join(format!("load-{}-{n}.sst", std::process::id()));
+        let path = self.table_path("load");
         let written = (|| {
             let mut w = SstFileWriter::create(&self.sst_opts);
             w.open(&path)?;
@@ -391,22 +616,18 @@ impl Store for RocksStore {
             }
             w.finish()
         })();
-        let ingested = written.and_then(|()| {
-            let mut io = IngestExternalFileOptions::default();
-            io.set_move_files(true);
-            self.db.ingest_external_file_opts(&io, vec![&path])
-        });
-        if ingested.is_err() {
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&path);
+            return Err(Error::Backend {
+                backend: "rocksdb",
+                message: format!(
+                    "bulk load of {} pairs: {} (pairs must be sorted by key and distinct)",
+                    pairs.len(),
+                    e.into_string()
+                ),
+            });
         }
-        ingested.map_err(|e| Error::Backend {
-            backend: "rocksdb",
-            message: format!(
-                "bulk load of {} pairs: {} (pairs must be sorted by key and distinct)",
-                pairs.len(),
-                e.into_string()
-            ),
-        })
+        self.ingest(&[path], &[])
     }
 
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {
@@ -435,6 +656,80 @@ mod tests {
         let all = s.estimated_size(b"k", b"l").unwrap();
         assert!(all > 100_000, "{all} bytes estimated for ~1 MB");
         assert_eq!(s.estimated_size(b"x", b"y").unwrap(), 0);
+    }
+
+    #[test]
+    fn fold_by_key_keeps_the_last_word_per_key_in_key_order() {
+        let add = |k: &[u8], d| Mutation::Add {
+            key: k.to_vec(),
+            delta: d,
+        };
+        let ms = vec![
+            add(b"c", 2),
+            set(b"b", b"x"),
+            add(b"c", 3),
+            Mutation::Clear { key: b"b".to_vec() },
+            set(b"a", &5i64.to_le_bytes()),
+            add(b"a", 1),
+            Mutation::Clear { key: b"d".to_vec() },
+            add(b"d", 4),
+        ];
+        let got = fold_by_key(&ms).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (&b"a"[..], Folded::PutSum(6)),
+                (&b"b"[..], Folded::Delete),
+                (&b"c"[..], Folded::Merge(5)),
+                (&b"d"[..], Folded::PutSum(4)),
+            ]
+        );
+        let with_range = vec![Mutation::ClearRange {
+            begin: b"a".to_vec(),
+            end: b"b".to_vec(),
+        }];
+        assert!(fold_by_key(&with_range).is_none());
+    }
+
+    #[test]
+    fn keyspace_prefix_is_the_first_two_tuple_elements() {
+        // (2, "feed", 5000, 0): int 2, string "feed", then the rest.
+        let feed = [
+            0x15, 0x02, 0x02, b'f', b'e', b'e', b'd', 0x00, 0x16, 0x13, 0x88, 0x14,
+        ];
+        assert_eq!(keyspace_len(&feed), 8);
+        // ("meta", "active")
+        let meta = [0x02, b'm', b'e', b't', b'a', 0x00, 0x02, b'a', 0x00];
+        assert_eq!(keyspace_len(&meta), 9);
+        // An escaped zero inside a string does not end it.
+        let esc = [0x15, 0x01, 0x02, b'a', 0x00, 0xff, b'b', 0x00, 0x15, 0x07];
+        assert_eq!(keyspace_len(&esc), 8);
+        // Not a tuple (or cut short): as much as parses.
+        assert_eq!(keyspace_len(b"conformance/x"), 0);
+        assert_eq!(keyspace_len(&[0x15, 0x02, 0x02, b'f']), 2);
+        assert_eq!(keyspace_len(&[0x16, 0x01]), 0);
+    }
+
+    #[test]
+    fn key_prefix_orders_like_the_bytes() {
+        let keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![1; 31],
+            vec![1; 32],
+            vec![1; 40],
+            [vec![1; 32], vec![0]].concat(),
+            vec![2],
+        ];
+        for a in &keys {
+            for b in &keys {
+                let (pa, pb) = (key_prefix(a), key_prefix(b));
+                if pa != pb {
+                    assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
+                }
+            }
+        }
     }
 
     fn set(k: &[u8], v: &[u8]) -> Mutation {

@@ -1,9 +1,12 @@
-//! The overlay must read exactly what a commit of the same mutations would leave behind.
+//! The overlay must read exactly what a commit of the same mutations would leave behind, also
+//! layered over the delta of a batch not yet committed.
 //! Oracle: RocksDB itself (base committed, then the pending mutations committed).
 
 use proptest::prelude::*;
 use tidings_store::rocks::{RocksOptions, RocksStore};
-use tidings_store::{Mutation, Overlay, RangeOptions, ReadView, Store, WriteBatch};
+use tidings_store::{
+    Memo, Mutation, Overlay, RangeOptions, ReadCache, ReadView, Store, WriteBatch,
+};
 
 fn key(i: u8) -> Vec<u8> {
     vec![b'k', i]
@@ -62,5 +65,112 @@ proptest! {
         prop_assert_eq!(&seen_get, &want_get);
         prop_assert_eq!(&seen_one, &want_get);
         prop_assert_eq!(seen_range, want_range);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn layered_overlay_reads_like_two_commits(
+        base in prop::collection::vec(mutation(), 0..12),
+        lower in prop::collection::vec(mutation(), 0..12),
+        pending in prop::collection::vec(mutation(), 0..12),
+        limit in 0usize..6,
+        reverse in any::<bool>(),
+        from in 0u8..12,
+        to in 0u8..13,
+    ) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let mut b = WriteBatch::new();
+        b.extend(base);
+        store.commit(b).expect("commit base");
+
+        let snap = store.snapshot().expect("snapshot");
+        let mut first = Overlay::new(&*snap);
+        first.apply(&lower);
+        let mut overlay = Overlay::layered(&*snap, first.into_deltas().1);
+        overlay.apply(&pending);
+        let opts = RangeOptions { limit, reverse };
+        let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
+        let seen_get = overlay.get_many(&keys).expect("overlay get_many");
+        let seen_one: Vec<_> = keys.iter().map(|k| overlay.get(k).expect("overlay get")).collect();
+        let seen_range = overlay.range(&key(from), &key(to), opts).expect("overlay range");
+        drop(overlay);
+        drop(snap);
+
+        for ms in [lower, pending] {
+            let mut p = WriteBatch::new();
+            p.extend(ms);
+            store.commit(p).expect("commit");
+        }
+        let after = store.snapshot().expect("snapshot");
+        let want_get = after.get_many(&keys).expect("get_many");
+        let want_range = after.range(&key(from), &key(to), opts).expect("range");
+        prop_assert_eq!(&seen_get, &want_get);
+        prop_assert_eq!(&seen_one, &want_get);
+        prop_assert_eq!(seen_range, want_range);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A memo under an overlay reads like a commit, and its cache, told what the overlay's
+    /// batch wrote once that is committed, keeps answering right over the newer snapshot.
+    #[test]
+    fn memo_reads_like_commits_across_snapshots(
+        base in prop::collection::vec(mutation(), 0..16),
+        first in prop::collection::vec(mutation(), 0..16),
+        second in prop::collection::vec(mutation(), 0..16),
+        limit in 0usize..6,
+        reverse in any::<bool>(),
+        from in 0u8..12,
+        to in 0u8..13,
+    ) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let mut b = WriteBatch::new();
+        b.extend(base);
+        store.commit(b).expect("commit base");
+        let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
+        let opts = RangeOptions { limit, reverse };
+        let cache = ReadCache::new();
+        // Reads of the whole space, twice each: the second time from the cache.
+        let read = |v: &dyn ReadView| {
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                out.push((
+                    v.get_many(&keys).expect("get_many"),
+                    keys.iter().map(|k| v.get(k).expect("get")).collect::<Vec<_>>(),
+                    v.range(&key(from), &key(to), opts).expect("range"),
+                    v.range(&key(0), &key(12), RangeOptions::default()).expect("whole range"),
+                ));
+            }
+            out
+        };
+        let mut seen = Vec::new();
+        let mut wants = Vec::new();
+        for batch in [first, second] {
+            let snap = store.snapshot().expect("snapshot");
+            let memo = Memo::new(&*snap, &cache);
+            let _ = read(&memo);
+            let mut overlay = Overlay::new(&memo);
+            overlay.apply(&batch);
+            seen.push(read(&overlay));
+            let (_, written) = overlay.into_deltas();
+            drop(snap);
+            let mut p = WriteBatch::new();
+            p.extend(batch);
+            store.commit(p).expect("commit");
+            cache.forget(&written);
+            wants.push(read(&*store.snapshot().expect("snapshot")));
+        }
+        for (s, w) in seen.iter().zip(&wants) {
+            prop_assert_eq!(s, w);
+        }
+        let snap = store.snapshot().expect("snapshot");
+        prop_assert_eq!(read(&Memo::new(&*snap, &cache)), wants[1].clone());
     }
 }

@@ -1,0 +1,149 @@
+//! Remembering reads across snapshots, for a single writer.
+//!
+//! A read view is one immutable snapshot, so reading the same key or range twice gives the same
+//! answer. A bulk writer (a rebuild) plans millions of events, batch after batch, and most of
+//! its reads repeat — the followers and the follower count of an author who posts again —
+//! while one RocksDB range read over a store with many table files costs tens of microseconds.
+//! A [`ReadCache`] keeps the answers; [`Memo`] is a read view over a snapshot that serves
+//! repeats from it.
+//!
+//! The answers stay right across snapshots because the writer tells the cache what it wrote:
+//! before planning against a newer snapshot, [`ReadCache::forget`] drops every answer the newly
+//! committed batch (its [`Delta`]) could have changed. That is only sound when **nobody else
+//! writes** the keys read meanwhile — a projection being rebuilt — and the cache must sit
+//! under an [`Overlay`](crate::Overlay), which answers for writes not yet committed.
+//!
+//! Non-goals: a cache for readers or for writers that share their keys with others.
+
+use crate::fasthash::FastMap;
+use crate::overlay::Delta;
+use crate::{KeyValue, RangeOptions, ReadView, Result};
+use std::cell::RefCell;
+
+/// A range read's arguments.
+type RangeKey = (Vec<u8>, Vec<u8>, usize, bool);
+
+/// Answers past this many are all dropped (most are one-off reads, e.g. of new message ids).
+const MAX_ANSWERS: usize = 1 << 20;
+
+/// Remembered answers (see the module doc).
+#[derive(Default)]
+pub struct ReadCache {
+    gets: RefCell<FastMap<Vec<u8>, Option<Vec<u8>>>>,
+    ranges: RefCell<FastMap<RangeKey, Vec<KeyValue>>>,
+}
+
+impl std::fmt::Debug for ReadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadCache")
+            .field("gets", &self.gets.borrow().len())
+            .field("ranges", &self.ranges.borrow().len())
+            .finish()
+    }
+}
+
+impl ReadCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops every answer `written` (a batch now committed) may have changed: gets of its keys,
+    /// ranges holding one of its keys or overlapping one of its cleared ranges.
+    pub fn forget(&self, written: &Delta) {
+        if written.is_empty() {
+            return;
+        }
+        self.gets.borrow_mut().retain(|k, _| !written.touches(k));
+        self.ranges
+            .borrow_mut()
+            .retain(|(b, e, _, _), _| !written.touches_range(b, e));
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.gets.borrow_mut().clear();
+        self.ranges.borrow_mut().clear();
+    }
+
+    fn bound(&self) {
+        if self.gets.borrow().len() + self.ranges.borrow().len() > MAX_ANSWERS {
+            self.clear();
+        }
+    }
+}
+
+/// A read view of `base` that answers from (and fills) a [`ReadCache`].
+pub struct Memo<'a> {
+    base: &'a dyn ReadView,
+    cache: &'a ReadCache,
+}
+
+impl std::fmt::Debug for Memo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo").field("cache", self.cache).finish()
+    }
+}
+
+impl<'a> Memo<'a> {
+    /// Reads `base` (one consistent snapshot) through `cache`, which must hold only answers
+    /// true of `base` (see [`ReadCache::forget`]).
+    pub fn new(base: &'a dyn ReadView, cache: &'a ReadCache) -> Self {
+        cache.bound();
+        Memo { base, cache }
+    }
+}
+
+impl ReadView for Memo<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.cache.gets.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.base.get(key)?;
+        self.cache.gets.borrow_mut().insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let missing: Vec<Vec<u8>> = {
+            let gets = self.cache.gets.borrow();
+            keys.iter()
+                .filter(|k| !gets.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let found = self.base.get_many(&missing)?;
+            self.cache
+                .gets
+                .borrow_mut()
+                .extend(missing.into_iter().zip(found));
+        }
+        let gets = self.cache.gets.borrow();
+        Ok(keys
+            .iter()
+            .map(|k| gets.get(k).cloned().flatten())
+            .collect())
+    }
+
+    fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
+        let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
+        if let Some(rows) = self.cache.ranges.borrow().get(&key) {
+            return Ok(rows.clone());
+        }
+        let rows = self.base.range(begin, end, opts)?;
+        self.cache.ranges.borrow_mut().insert(key, rows.clone());
+        Ok(rows)
+    }
+
+    fn scan(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        max_bytes: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<Option<Vec<u8>>> {
+        // Walks over whole keyspaces are not repeated: straight to the base.
+        self.base.scan(begin, end, max_bytes, visit)
+    }
+}
