@@ -23,14 +23,21 @@ use std::time::Instant;
 
 use tidings_core::clock::Clock;
 use tidings_core::event::Event;
+use tidings_core::fanout::Plan;
 use tidings_core::keys::{self, Projection};
 use tidings_core::write::{decode_i64, encode_i64};
-use tidings_store::{Overlay, Store, WriteBatch};
+use tidings_core::Mutation;
+use tidings_store::fasthash::FastMap;
+use tidings_store::{Delta, Memo, Overlay, ReadCache, Store, WriteBatch};
 
 use crate::project::{ProjectError, Projector};
 
 /// Aim for store batches under this many bytes (FoundationDB's advice: under 1 MB).
 pub const BATCH_BYTES: usize = 1 << 20;
+
+/// How long a batch plans against one read view before it is committed: well inside the view's
+/// lifetime ([`tidings_store::limits::READ_VIEW_LIFETIME`]), as one event may still read after.
+const VIEW_USE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `(topic, partition)`.
 pub type TopicPartition = (String, i32);
@@ -220,6 +227,8 @@ pub struct Applier {
     stats: Arc<Stats>,
     skip: Option<SkipFilter>,
     batch_bytes: usize,
+    /// Commit with [`Store::commit_bulk`] (a projection being rebuilt; see [`Applier::bulk`]).
+    bulk: bool,
     /// When following the active projection: the raw `("meta","active")` value this applier
     /// was chosen by. Every commit requires it unchanged, so a batch polled just before a
     /// switch cannot land in the projection switched away from (it is fenced and re-polled).
@@ -229,6 +238,10 @@ pub struct Applier {
 /// One store batch under construction.
 struct Pending {
     batch: WriteBatch,
+    /// Blind atomic adds (feed versions), summed per key: a fan-out bumps one follower's feed
+    /// version once per event, and a bulk batch holds thousands of events. No planner sets or
+    /// clears a blind counter, so adding the sums at the end of the batch changes nothing.
+    adds: FastMap<Vec<u8>, i64>,
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     applied: Applied,
@@ -242,6 +255,7 @@ impl Pending {
     fn new() -> Self {
         Pending {
             batch: WriteBatch::new(),
+            adds: FastMap::default(),
             next: BTreeMap::new(),
             dead: Vec::new(),
             applied: Applied::default(),
@@ -251,8 +265,61 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.batch.is_empty() && self.next.is_empty() && self.dead.is_empty()
+        self.batch.is_empty()
+            && self.adds.is_empty()
+            && self.next.is_empty()
+            && self.dead.is_empty()
     }
+
+    /// Adds a planned step's writes to the batch, making the ones later planning may read
+    /// visible through `overlay` (blind writes only need committing).
+    fn add(&mut self, overlay: &mut Overlay<'_>, plan: Plan) {
+        overlay.apply(&plan.visible);
+        self.bytes += plan.visible.iter().map(Mutation::size).sum::<usize>();
+        self.batch.extend(plan.visible);
+        for m in plan.blind {
+            match m {
+                Mutation::Add { key, delta } => match self.adds.get_mut(&key) {
+                    Some(sum) => *sum = sum.wrapping_add(delta),
+                    None => {
+                        self.bytes += key.len() + 8;
+                        self.adds.insert(key, delta);
+                    }
+                },
+                m => {
+                    self.bytes += m.size();
+                    self.batch.mutations.push(m);
+                }
+            }
+        }
+    }
+
+    /// The record goes to the dead letter topic; its offset moves past it.
+    fn dead_letter(&mut self, r: &Record, code: &str, reason: String) {
+        self.dead.push(dead_letter(r, code, reason));
+        self.next.insert(r.tp(), r.offset + 1);
+    }
+}
+
+/// What [`Applier::plan_record`] left to do.
+enum Planned {
+    /// The record is planned into the batch (or skipped, or dead-lettered).
+    Done,
+    /// The event's fan-out needs more batches (outside bulk mode): its first step is in the
+    /// batch with the offset left on it; commit, then finish the fan-out from `cursor`.
+    Split {
+        /// The decoded event.
+        event: Event,
+        /// Where its fan-out continues.
+        cursor: tidings_core::UserId,
+    },
+}
+
+/// A batch being committed on another thread (bulk mode).
+struct InFlight {
+    writer: std::thread::JoinHandle<Result<(), tidings_store::Error>>,
+    pending: Pending,
+    started: Instant,
 }
 
 fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
@@ -278,6 +345,7 @@ impl Applier {
             stats: Arc::default(),
             skip: None,
             batch_bytes: BATCH_BYTES,
+            bulk: false,
             active_guard: None,
         }
     }
@@ -296,10 +364,21 @@ impl Applier {
         self
     }
 
-    /// Aims for store batches of `bytes` instead of [`BATCH_BYTES`] (bulk rebuilds; keep it
-    /// under FoundationDB's 10 MB). Batch boundaries change nothing in what is written.
-    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
-        self.batch_bytes = bytes.max(1);
+    /// Bulk mode, for a projection no reader serves yet (a rebuild, a restore's replay): where
+    /// the store has a bulk path ([`Store::bulk_batch_limit`]), batches of up to `bytes` (capped
+    /// by that limit) are committed with [`Store::commit_bulk`] — on RocksDB one table file per
+    /// batch, no memtable or WAL — and a fan-out too large for one step is planned step by step
+    /// into the same batch instead of one batch per step. What is written is the same as in
+    /// ordinary mode; only batch boundaries move. Without a bulk path this only sets the batch
+    /// size, kept under the transaction limit.
+    pub fn bulk(mut self, bytes: usize) -> Self {
+        match self.store.bulk_batch_limit() {
+            Some(limit) => {
+                self.bulk = true;
+                self.batch_bytes = bytes.clamp(1, limit);
+            }
+            None => self.batch_bytes = bytes.clamp(1, tidings_store::limits::MAX_BATCH / 2),
+        }
         self
     }
 
@@ -362,117 +441,48 @@ impl Applier {
         records: &[Record],
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
+        if self.bulk {
+            return self.apply_pipelined(positions, records, dlq);
+        }
         let mut total = Applied::default();
         let mut i = 0;
         while i < records.len() {
             let snap = self.store.snapshot()?;
+            let opened = Instant::now();
             let mut overlay = Overlay::new(&*snap);
             let mut p = Pending::new();
-            while i < records.len() && p.bytes < self.batch_bytes {
+            // A batch ends at its byte bound, or while its read view is well inside its
+            // lifetime.
+            while i < records.len() && p.bytes < self.batch_bytes && opened.elapsed() < VIEW_USE {
                 let r = &records[i];
-                let tp = r.tp();
-                let Some(stored) = positions.get(&tp).copied() else {
-                    i += 1;
+                i += 1;
+                let Some(stored) = positions.get(&r.tp()).copied() else {
                     continue;
                 };
-                let expected = p.next.get(&tp).copied().or(stored).unwrap_or(0);
-                if r.offset < expected {
-                    // Redelivered: the store has it. Counted now, as nothing is committed.
-                    total.skipped += 1;
-                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
+                let Planned::Split { event, cursor } =
+                    self.plan_record(&mut overlay, &mut p, r, stored, &mut total)?
+                else {
                     continue;
-                }
-                let event = match r
-                    .payload
-                    .as_deref()
-                    .map(tidings_schemas::decode_and_validate)
-                {
-                    None => {
-                        p.dead.push(dead_letter(
-                            r,
-                            "empty_payload",
-                            "the record has no value".into(),
-                        ));
-                        p.next.insert(tp, r.offset + 1);
-                        i += 1;
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        p.dead.push(dead_letter(r, e.reason_code(), e.to_string()));
-                        p.next.insert(tp, r.offset + 1);
-                        i += 1;
-                        continue;
-                    }
-                    Some(Ok(e)) => e,
                 };
-                if self.skip.as_ref().is_some_and(|f| (f.0)(&event)) {
-                    self.stats.filtered.fetch_add(1, Ordering::Relaxed);
-                    p.next.insert(tp, r.offset + 1);
-                    i += 1;
-                    continue;
+                // Too large for one batch: commit what we have with this first step, the
+                // offset left on this event, then the remaining steps one batch each.
+                let done = std::mem::replace(&mut p, Pending::new());
+                if let Some(stored) = self.commit(positions, done, dlq, &mut total)? {
+                    return Ok(Outcome::Fenced {
+                        applied: total,
+                        stored,
+                    });
                 }
                 let body = r.payload.as_deref().unwrap_or_default();
-                let resume = match self.projector.stored_resume(&overlay, &event) {
-                    Ok(r) => r,
-                    Err(ProjectError::Store(e)) => return Err(e.into()),
-                    Err(ProjectError::Rejected(why)) => {
-                        p.dead.push(dead_letter(r, "rejected", why));
-                        p.next.insert(tp, r.offset + 1);
-                        i += 1;
-                        continue;
-                    }
-                };
-                let step = match self.projector.plan(&overlay, &event, body, resume) {
-                    Ok(s) => s,
-                    Err(ProjectError::Rejected(why)) => {
-                        p.dead.push(dead_letter(r, "rejected", why));
-                        p.next.insert(tp, r.offset + 1);
-                        i += 1;
-                        continue;
-                    }
-                    Err(ProjectError::Store(e)) => return Err(e.into()),
-                };
-                if let Some(reason) = step.noop {
-                    tracing::debug!(id = %event.id(), reason, "event changed nothing");
+                if let Some(stored) =
+                    self.finish_fanout(positions, r, &event, body, Some(cursor), dlq, &mut total)?
+                {
+                    return Ok(Outcome::Fenced {
+                        applied: total,
+                        stored,
+                    });
                 }
-                p.applied.entries += step.plan.entries;
-                if let Some(cursor) = step.resume() {
-                    // Too large for one batch: commit what we have with this first step, the
-                    // offset left on this event, then the remaining steps one batch each.
-                    p.batch.extend(step.plan.mutations);
-                    p.next.insert(tp.clone(), r.offset);
-                    let done = std::mem::replace(&mut p, Pending::new());
-                    if let Some(stored) = self.commit(positions, done, dlq, &mut total)? {
-                        return Ok(Outcome::Fenced {
-                            applied: total,
-                            stored,
-                        });
-                    }
-                    if let Some(stored) = self.finish_fanout(
-                        positions,
-                        r,
-                        &event,
-                        body,
-                        Some(cursor),
-                        dlq,
-                        &mut total,
-                    )? {
-                        return Ok(Outcome::Fenced {
-                            applied: total,
-                            stored,
-                        });
-                    }
-                    i += 1;
-                    break;
-                }
-                overlay.apply(&step.plan.mutations);
-                p.bytes += step.plan.mutations.iter().map(|m| m.size()).sum::<usize>();
-                p.batch.extend(step.plan.mutations);
-                p.next.insert(tp, r.offset + 1);
-                p.applied.events += 1;
-                p.published_ms.extend(r.timestamp_ms);
-                i += 1;
+                break;
             }
             drop(overlay);
             drop(snap);
@@ -486,6 +496,188 @@ impl Applier {
             }
         }
         Ok(Outcome::Done(total))
+    }
+
+    /// [`Applier::apply`] in bulk mode: batch N is committed on another thread while batch
+    /// N+1 is planned over a snapshot taken before N was handed over plus N's pending writes
+    /// ([`Overlay::layered`]). Reads of the snapshot are remembered across batches ([`Memo`]:
+    /// an author's followers are read once, not once per post), each batch's writes forgotten
+    /// from that cache once committed — sound because in bulk mode nothing else writes the
+    /// projection (a second writer moves the offsets and is caught by their preconditions). Batch N+1 goes to the store only
+    /// after N committed, with preconditions on the offsets N stored; if N fails or is fenced,
+    /// N+1 is dropped unwritten. So the result is exactly that of committing one batch after
+    /// the other.
+    fn apply_pipelined(
+        &self,
+        positions: &mut Positions,
+        records: &[Record],
+        dlq: &dyn DeadLetterSink,
+    ) -> Result<Outcome, ApplyError> {
+        let mut total = Applied::default();
+        let mut i = 0;
+        let mut inflight: Option<InFlight> = None;
+        let mut lower = Delta::default();
+        // Answers of the snapshot in use; each batch is forgotten from it once committed.
+        let cache = ReadCache::new();
+        let mut snap = self.store.snapshot()?;
+        let mut opened = Instant::now();
+        while i < records.len() {
+            let planning = Instant::now();
+            let first = i;
+            let memo = Memo::new(&*snap, &cache);
+            let mut overlay = Overlay::layered(&memo, std::mem::take(&mut lower));
+            let mut p = Pending::new();
+            while i < records.len() && p.bytes < self.batch_bytes && opened.elapsed() < VIEW_USE {
+                let r = &records[i];
+                i += 1;
+                let Some(stored) = positions.get(&r.tp()).copied() else {
+                    continue;
+                };
+                let planned = self.plan_record(&mut overlay, &mut p, r, stored, &mut total)?;
+                debug_assert!(matches!(planned, Planned::Done), "bulk plans every step");
+            }
+            let (committing, delta) = overlay.into_deltas();
+            let planned_in = planning.elapsed();
+            let waiting = Instant::now();
+            if let Some(f) = inflight.take() {
+                if let Some(stored) = self.settle(positions, f, &mut total)? {
+                    return Ok(Outcome::Fenced {
+                        applied: total,
+                        stored,
+                    });
+                }
+            }
+            // Everything settled is in this snapshot, and nothing of the batch handed over next.
+            snap = self.store.snapshot()?;
+            cache.forget(&committing);
+            opened = Instant::now();
+            if p.is_empty() {
+                continue;
+            }
+            let batch = self.prepare(positions, &mut p, dlq)?;
+            tracing::debug!(
+                records = i - first,
+                batch_bytes = batch.size(),
+                bytes = p.bytes,
+                planned_ms = planned_in.as_millis() as u64,
+                waited_for_commit_ms = waiting.elapsed().as_millis() as u64,
+                "bulk batch planned"
+            );
+            let store = self.store.clone();
+            let started = Instant::now();
+            let writer = std::thread::Builder::new()
+                .name("bulk-commit".into())
+                .spawn(move || {
+                    let t = Instant::now();
+                    let r = store.commit_bulk(batch);
+                    tracing::debug!(ms = t.elapsed().as_millis() as u64, "bulk batch committed");
+                    r
+                })
+                .map_err(|e| {
+                    ApplyError::Store(tidings_store::Error::Backend {
+                        backend: "tidings",
+                        message: format!("cannot start the bulk commit thread: {e}"),
+                    })
+                })?;
+            inflight = Some(InFlight {
+                writer,
+                pending: p,
+                started,
+            });
+            lower = delta;
+        }
+        if let Some(f) = inflight.take() {
+            if let Some(stored) = self.settle(positions, f, &mut total)? {
+                return Ok(Outcome::Fenced {
+                    applied: total,
+                    stored,
+                });
+            }
+        }
+        Ok(Outcome::Done(total))
+    }
+
+    /// Plans one record of a partition whose stored offset is `stored` into `p` (its writes,
+    /// its offset, or its dead letter). Outside bulk mode, an event too large for one batch
+    /// comes back as [`Planned::Split`] with its first step already in `p`.
+    fn plan_record(
+        &self,
+        overlay: &mut Overlay<'_>,
+        p: &mut Pending,
+        r: &Record,
+        stored: Option<i64>,
+        total: &mut Applied,
+    ) -> Result<Planned, ApplyError> {
+        let tp = r.tp();
+        let expected = p.next.get(&tp).copied().or(stored).unwrap_or(0);
+        if r.offset < expected {
+            // Redelivered: the store has it. Counted now, as nothing is committed.
+            total.skipped += 1;
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Planned::Done);
+        }
+        let event = match r
+            .payload
+            .as_deref()
+            .map(tidings_schemas::decode_and_validate)
+        {
+            None => {
+                p.dead_letter(r, "empty_payload", "the record has no value".into());
+                return Ok(Planned::Done);
+            }
+            Some(Err(e)) => {
+                p.dead_letter(r, e.reason_code(), e.to_string());
+                return Ok(Planned::Done);
+            }
+            Some(Ok(e)) => e,
+        };
+        if self.skip.as_ref().is_some_and(|f| (f.0)(&event)) {
+            self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+            p.next.insert(tp, r.offset + 1);
+            return Ok(Planned::Done);
+        }
+        let body = r.payload.as_deref().unwrap_or_default();
+        let planned = self
+            .projector
+            .stored_resume(&*overlay, &event)
+            .and_then(|resume| self.projector.plan(&*overlay, &event, body, resume));
+        let mut step = match planned {
+            Ok(s) => s,
+            Err(ProjectError::Store(e)) => return Err(e.into()),
+            Err(ProjectError::Rejected(why)) => {
+                p.dead_letter(r, "rejected", why);
+                return Ok(Planned::Done);
+            }
+        };
+        if let Some(reason) = step.noop {
+            tracing::debug!(id = %event.id(), reason, "event changed nothing");
+        }
+        p.applied.entries += step.plan.entries;
+        while let Some(cursor) = step.resume() {
+            if !self.bulk {
+                p.batch.extend(step.plan.writes());
+                p.next.insert(tp, r.offset);
+                return Ok(Planned::Split { event, cursor });
+            }
+            // Bulk: the next step goes into the same batch, planned over this one.
+            p.add(overlay, std::mem::take(&mut step.plan));
+            step = match self.projector.plan(&*overlay, &event, body, Some(cursor)) {
+                Ok(s) => s,
+                Err(ProjectError::Store(e)) => return Err(e.into()),
+                Err(ProjectError::Rejected(why)) => {
+                    // Cannot happen mid-way (the first step accepted the event); as in
+                    // `finish_fanout`, keep the log moving rather than loop.
+                    p.dead_letter(r, "rejected", why);
+                    return Ok(Planned::Done);
+                }
+            };
+            p.applied.entries += step.plan.entries;
+        }
+        p.add(overlay, step.plan);
+        p.next.insert(tp, r.offset + 1);
+        p.applied.events += 1;
+        p.published_ms.extend(r.timestamp_ms);
+        Ok(Planned::Done)
     }
 
     /// The remaining steps of a split fan-out, each its own batch; the last one moves the
@@ -520,7 +712,7 @@ impl Applier {
             resume = step.resume();
             let mut p = Pending::new();
             p.applied.entries = step.plan.entries;
-            p.batch.extend(step.plan.mutations);
+            p.batch.extend(step.plan.writes());
             if resume.is_none() {
                 p.next.insert(r.tp(), r.offset + 1);
                 p.applied.events = 1;
@@ -544,6 +736,20 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
         total: &mut Applied,
     ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        let batch = self.prepare(positions, &mut p, dlq)?;
+        let started = Instant::now();
+        let result = self.store.commit(batch);
+        self.settled(positions, p, result, started, total)
+    }
+
+    /// Sends the batch's dead letters (durable before the offset moves past them) and returns
+    /// its store batch: the writes, the offsets and their preconditions.
+    fn prepare(
+        &self,
+        positions: &Positions,
+        p: &mut Pending,
+        dlq: &dyn DeadLetterSink,
+    ) -> Result<WriteBatch, ApplyError> {
         if !p.dead.is_empty() {
             dlq.send(&p.dead).map_err(ApplyError::DeadLetters)?;
             p.applied.dead += p.dead.len() as u64;
@@ -557,17 +763,51 @@ impl Applier {
                     .increment(1);
             }
         }
+        let mut batch = std::mem::take(&mut p.batch);
+        batch.extend(
+            p.adds
+                .drain()
+                .map(|(key, delta)| Mutation::Add { key, delta }),
+        );
         if let Some(raw) = &self.active_guard {
-            p.batch.require(keys::meta::active(), raw.clone());
+            batch.require(keys::meta::active(), raw.clone());
         }
         for (tp, next) in &p.next {
             let key = self.offset_key(tp);
             let expected = positions.get(tp).copied().flatten();
-            p.batch.require(key.clone(), expected.map(encode_i64));
-            p.batch.set(key, encode_i64(*next));
+            batch.require(key.clone(), expected.map(encode_i64));
+            batch.set(key, encode_i64(*next));
         }
-        let started = Instant::now();
-        match self.store.commit(p.batch) {
+        Ok(batch)
+    }
+
+    /// Waits for a batch committed on another thread and settles it.
+    fn settle(
+        &self,
+        positions: &mut Positions,
+        f: InFlight,
+        total: &mut Applied,
+    ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        let result = f.writer.join().unwrap_or_else(|_| {
+            Err(tidings_store::Error::Backend {
+                backend: "tidings",
+                message: "the bulk commit thread panicked".into(),
+            })
+        });
+        self.settled(positions, f.pending, result, f.started, total)
+    }
+
+    /// Accounts for a batch's commit: on success its offsets become the positions and its
+    /// totals count; on a conflict the stored offsets are read back and returned (fenced).
+    fn settled(
+        &self,
+        positions: &mut Positions,
+        mut p: Pending,
+        result: Result<(), tidings_store::Error>,
+        started: Instant,
+        total: &mut Applied,
+    ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        match result {
             Ok(()) => {
                 metrics::histogram!("tidings_batch_commit_seconds")
                     .record(started.elapsed().as_secs_f64());

@@ -118,7 +118,7 @@ impl Projector {
             entries += step.plan.entries;
             resume = step.resume();
             let mut batch = WriteBatch::new();
-            batch.extend(step.plan.mutations);
+            batch.extend(step.plan.writes());
             store.commit(batch)?;
             if resume.is_none() {
                 return Ok(entries);
@@ -157,7 +157,7 @@ impl Projector {
             && graph.follower_count(a.actor)? > self.fanout.hybrid_threshold
             && view.get(&pull::key(self.projection, a.actor))?.is_none()
         {
-            plan.mutations.extend(pull::add(self.projection, a.actor));
+            plan.visible.extend(pull::add(self.projection, a.actor));
         }
         Ok(Step { plan, noop: None })
     }
@@ -220,7 +220,7 @@ impl Projector {
             fanout::plan_retraction(self.projection, r, &place, graph, &self.fanout, None)?;
         if plan.resume.is_some() {
             // Remember where the activity sat, so a resumed removal can find the entries.
-            plan.mutations.push(tidings_core::Mutation::Set {
+            plan.visible.push(tidings_core::Mutation::Set {
                 key: keys::fanout::placement(self.projection, r.activity_id),
                 value: place.encode(),
             });
@@ -248,7 +248,7 @@ impl Projector {
         let mut plan =
             fanout::plan_retraction(self.projection, r, &place, graph, &self.fanout, resume)?;
         if plan.resume.is_none() {
-            plan.mutations.push(tidings_core::Mutation::Clear { key });
+            plan.visible.push(tidings_core::Mutation::Clear { key });
         }
         Ok(Step { plan, noop: None })
     }
@@ -296,7 +296,7 @@ impl Projector {
             // Above the threshold with this follow: the new follower gets no backfill and the
             // subject's next posts are not pushed, so readers must pull the subject from now on
             // (even if none of their posts has been applied since they crossed it).
-            plan.mutations.extend(pull::add(self.projection, g.subject));
+            plan.visible.extend(pull::add(self.projection, g.subject));
         }
         if new_follow && !pulled && self.backfill > 0 {
             let sub = feed::feed(self.projection, g.subject, FeedKind::User);
@@ -306,9 +306,7 @@ impl Projector {
                 .iter()
                 .filter_map(|(k, v)| Some((feed::parse_key(&sub, k)?, FeedEntry::decode(v)?)))
                 .collect();
-            let back = fanout::plan_backfill(self.projection, g.actor, &items);
-            plan.entries += back.entries;
-            plan.mutations.extend(back.mutations);
+            plan.absorb(fanout::plan_backfill(self.projection, g.actor, &items));
         }
         Ok(Step { plan, noop: None })
     }

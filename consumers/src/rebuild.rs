@@ -184,7 +184,8 @@ pub struct RebuildConfig {
     pub follow: bool,
     /// Records per apply call.
     pub batch_records: usize,
-    /// Bytes per store batch.
+    /// Bytes per store batch (bulk mode, see [`Applier::bulk`]: capped under the transaction
+    /// limit on a store without a bulk path).
     pub batch_bytes: usize,
     /// Fetch from offset 0 and drop what is stored (tansu 0.6; see `log`).
     pub reread: bool,
@@ -196,7 +197,7 @@ pub struct RebuildConfig {
 }
 
 impl RebuildConfig {
-    /// Bulk defaults: 20,000 records per apply, 4 MB store batches.
+    /// Bulk defaults: 250,000 records per apply, 64 MiB store batches.
     pub fn new(kafka: KafkaConfig, projector: Projector) -> Self {
         RebuildConfig {
             kafka,
@@ -206,8 +207,8 @@ impl RebuildConfig {
             until: None,
             skip: Vec::new(),
             follow: false,
-            batch_records: 20_000,
-            batch_bytes: 4 << 20,
+            batch_records: 250_000,
+            batch_bytes: 64 << 20,
             reread: false,
             resume_finished: false,
             into_active: false,
@@ -326,7 +327,7 @@ pub fn run(
     store.commit(mark)?;
 
     let mut applier = Applier::new(store.clone(), cfg.projector.clone(), cfg.consumer.clone())
-        .with_batch_bytes(cfg.batch_bytes);
+        .bulk(cfg.batch_bytes);
     if !cfg.skip.is_empty() {
         let filters = cfg.skip.clone();
         applier = applier.with_skip(SkipFilter(Arc::new(move |e: &Event| {
@@ -405,26 +406,49 @@ pub fn run(
         Ok(true)
     };
 
-    // Phase 1: the log up to the head seen at start (or `until`), in merge order.
+    // Phase 1: the log up to the head seen at start (or `until`), in merge order. A reader
+    // thread fetches and merges the next chunk while this one is applied.
     let mut caught_up = false;
-    while !stop.load(Ordering::SeqCst) {
-        match reader.next_merged(Duration::from_millis(50)) {
-            Next::Record(r) => {
-                batch.push(r.0);
-                if batch.len() >= cfg.batch_records {
-                    if !apply(&mut batch, &mut positions, &mut report)? {
-                        break;
+    std::thread::scope(|s| -> Result<(), RebuildError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Record>, bool)>(1);
+        let (reader, stop, n) = (&mut reader, &stop, cfg.batch_records.max(1));
+        std::thread::Builder::new()
+            .name("rebuild-read".into())
+            .spawn_scoped(s, move || {
+                let mut chunk = Vec::with_capacity(n);
+                while !stop.load(Ordering::SeqCst) {
+                    match reader.next_merged(Duration::from_millis(50)) {
+                        Next::Record(r) => {
+                            chunk.push(r.0);
+                            if chunk.len() >= n {
+                                let full = std::mem::replace(&mut chunk, Vec::with_capacity(n));
+                                if tx.send((full, false)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Next::Waiting => {}
+                        Next::End => {
+                            let _ = tx.send((chunk, true));
+                            return;
+                        }
                     }
-                    on_progress(&stats, report.records, false);
                 }
+            })
+            .map_err(|e| RebuildError::Refused(format!("cannot start the reader thread: {e}")))?;
+        // Leaving this loop early drops `rx`, which stops the reader at its next chunk.
+        for (mut chunk, end) in rx {
+            let going = apply(&mut chunk, &mut positions, &mut report)?;
+            if end {
+                caught_up = going;
             }
-            Next::Waiting => {}
-            Next::End => {
-                caught_up = apply(&mut batch, &mut positions, &mut report)?;
+            if end || !going {
                 break;
             }
+            on_progress(&stats, report.records, false);
         }
-    }
+        Ok(())
+    })?;
     if caught_up {
         let mut done = WriteBatch::new();
         done.clear(meta::building(p));

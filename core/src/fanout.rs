@@ -60,18 +60,46 @@ pub trait GraphView {
 }
 
 /// One step of applying an event.
+///
+/// Its writes come in two lists. [`Plan::visible`] holds what planning may read back — bodies,
+/// user feeds (a follow's backfill reads them), graph edges and counts, cursors — so a consumer
+/// planning many events against one batch must make these visible to the events after
+/// (through an overlay). [`Plan::blind`] holds what no planner ever reads: entries of home and
+/// notification feeds and feed-version bumps, most of a fan-out's writes; they only have to be
+/// committed, in the same batch. Both go into the batch; [`Plan::writes`] gives them together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// The writes of this step.
-    pub mutations: Vec<Mutation>,
+    /// Writes that planning of later events may read back.
+    pub visible: Vec<Mutation>,
+    /// Writes no planner reads back (home and notification entries, feed versions).
+    pub blind: Vec<Mutation>,
     /// Index entries written (or removed) by this step.
     pub entries: u64,
     /// `Some(last follower done)` if the event needs another step; the progress key holding
-    /// it is already among `mutations`.
+    /// it is already among `visible`.
     pub resume: Option<UserId>,
 }
 
 impl Plan {
+    /// Every write of the step: [`Plan::visible`], then [`Plan::blind`].
+    pub fn writes(self) -> impl Iterator<Item = Mutation> {
+        self.visible.into_iter().chain(self.blind)
+    }
+
+    /// Appends another plan's writes (its `entries` too; `resume` is left as it is).
+    pub fn absorb(&mut self, other: Plan) {
+        self.visible.extend(other.visible);
+        self.blind.extend(other.blind);
+        self.entries += other.entries;
+    }
+
+    fn list(&mut self, kind: FeedKind) -> &mut Vec<Mutation> {
+        match kind {
+            FeedKind::User => &mut self.visible,
+            FeedKind::Home | FeedKind::Notifications => &mut self.blind,
+        }
+    }
+
     fn entry(
         &mut self,
         p: Projection,
@@ -80,19 +108,19 @@ impl Plan {
         pos: Position,
         e: &FeedEntry,
     ) {
-        self.mutations.push(Mutation::Set {
+        self.list(kind).push(Mutation::Set {
             key: feed::key(p, owner, kind, pos),
             value: e.encode(),
         });
-        self.mutations.push(fver::bump(p, owner, kind));
+        self.blind.push(fver::bump(p, owner, kind));
         self.entries += 1;
     }
 
     fn unentry(&mut self, p: Projection, owner: UserId, kind: FeedKind, pos: Position) {
-        self.mutations.push(Mutation::Clear {
+        self.list(kind).push(Mutation::Clear {
             key: feed::key(p, owner, kind, pos),
         });
-        self.mutations.push(fver::bump(p, owner, kind));
+        self.blind.push(fver::bump(p, owner, kind));
         self.entries += 1;
     }
 }
@@ -203,7 +231,7 @@ pub fn plan_activity<G: GraphView>(
     let place = Placement::from(a);
     let mut plan = Plan::default();
     if resume.is_none() {
-        plan.mutations.push(Mutation::Set {
+        plan.visible.push(Mutation::Set {
             key: messages::key(p, a.id),
             value: body,
         });
@@ -225,11 +253,11 @@ pub fn plan_retraction<G: GraphView>(
 ) -> Result<Plan, G::Error> {
     let mut plan = Plan::default();
     if resume.is_none() {
-        plan.mutations.push(Mutation::Set {
+        plan.visible.push(Mutation::Set {
             key: messages::key(p, place.id),
             value: messages::tombstone(r.time_ms),
         });
-        plan.mutations.push(fver::bump_bodies(p));
+        plan.blind.push(fver::bump_bodies(p));
         own_entries(p, place, &mut plan, false);
     }
     followers_step(p, place, graph, cfg, resume, &mut plan, false)?;
@@ -239,13 +267,11 @@ pub fn plan_retraction<G: GraphView>(
 /// The writes of an update: the new body only (index entries carry no body fields).
 pub fn plan_update(p: Projection, id: EventId, new_body: Vec<u8>) -> Plan {
     Plan {
-        mutations: vec![
-            Mutation::Set {
-                key: messages::key(p, id),
-                value: new_body,
-            },
-            fver::bump_bodies(p),
-        ],
+        visible: vec![Mutation::Set {
+            key: messages::key(p, id),
+            value: new_body,
+        }],
+        blind: vec![fver::bump_bodies(p)],
         entries: 0,
         resume: None,
     }
@@ -285,7 +311,7 @@ fn followers_step<G: GraphView>(
     if followers > cfg.hybrid_threshold {
         // Pulled at read time; clear any cursor left by a threshold change mid-fan-out.
         if resume.is_some() {
-            plan.mutations.push(fanout::clear(p, place.id));
+            plan.visible.push(fanout::clear(p, place.id));
         }
         return Ok(());
     }
@@ -310,10 +336,10 @@ fn followers_step<G: GraphView>(
     }
     if more {
         let last = last.unwrap_or(UserId::MIN);
-        plan.mutations.push(fanout::set(p, place.id, last));
+        plan.visible.push(fanout::set(p, place.id, last));
         plan.resume = Some(last);
     } else if resume.is_some() {
-        plan.mutations.push(fanout::clear(p, place.id));
+        plan.visible.push(fanout::clear(p, place.id));
     }
     Ok(())
 }
@@ -337,7 +363,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
     let mut plan = Plan::default();
     let since = encode_i64(g.time_ms);
     let (a, b) = (g.actor, g.subject);
-    let m = &mut plan.mutations;
+    let (m, versions) = (&mut plan.visible, &mut plan.blind);
     match (g.op, edge_exists) {
         (GraphOp::Follow, false) => {
             m.push(Mutation::Set {
@@ -356,7 +382,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 key: graph::count(p, a, Count::Following),
                 delta: 1,
             });
-            m.push(fver::bump(p, a, FeedKind::Home));
+            versions.push(fver::bump(p, a, FeedKind::Home));
         }
         (GraphOp::Unfollow, true) => {
             m.push(Mutation::Clear {
@@ -373,7 +399,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 key: graph::count(p, a, Count::Following),
                 delta: -1,
             });
-            m.push(fver::bump(p, a, FeedKind::Home));
+            versions.push(fver::bump(p, a, FeedKind::Home));
         }
         (GraphOp::Block, false) | (GraphOp::Mute, false) => {
             let (set, count) = if g.op == GraphOp::Block {
@@ -390,7 +416,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 delta: 1,
             });
             for kind in FeedKind::ALL {
-                m.push(fver::bump(p, a, kind));
+                versions.push(fver::bump(p, a, kind));
             }
         }
         (GraphOp::Unblock, true) | (GraphOp::Unmute, true) => {
@@ -407,7 +433,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 delta: -1,
             });
             for kind in FeedKind::ALL {
-                m.push(fver::bump(p, a, kind));
+                versions.push(fver::bump(p, a, kind));
             }
         }
         _ => {}
@@ -424,14 +450,14 @@ pub fn plan_backfill(p: Projection, follower: UserId, items: &[(Position, FeedEn
             reason: Reason::Follow,
             ..e.clone()
         };
-        plan.mutations.push(Mutation::Set {
+        plan.blind.push(Mutation::Set {
             key: feed::key(p, follower, FeedKind::Home, *pos),
             value: entry.encode(),
         });
         plan.entries += 1;
     }
     if !items.is_empty() {
-        plan.mutations.push(fver::bump(p, follower, FeedKind::Home));
+        plan.blind.push(fver::bump(p, follower, FeedKind::Home));
     }
     plan
 }

@@ -35,6 +35,11 @@ impl GraphView for Graph {
     }
 }
 
+/// Every write of a plan.
+fn writes(plan: &Plan) -> Vec<Mutation> {
+    plan.clone().writes().collect()
+}
+
 /// Applies mutations with FoundationDB semantics to a sorted map.
 fn apply(kv: &mut BTreeMap<Vec<u8>, Vec<u8>>, ms: &[Mutation]) {
     for m in ms {
@@ -109,7 +114,7 @@ fn run_activity(
     let mut steps = 0;
     loop {
         let plan = plan_activity(1, a, b"body".to_vec(), g, cfg, resume).unwrap();
-        apply(kv, &plan.mutations);
+        apply(kv, &writes(&plan));
         steps += 1;
         match plan.resume {
             Some(r) => {
@@ -133,7 +138,7 @@ fn activity_reaches_followers_recipients_and_author() {
     // user + own home + notification for 5 (the actor and the duplicate are skipped) + 3 followers.
     assert_eq!(plan.entries, 6);
     let mut kv = BTreeMap::new();
-    apply(&mut kv, &plan.mutations);
+    apply(&mut kv, &writes(&plan));
     assert_eq!(kv.get(&messages::key(1, a.id)).unwrap(), b"body");
     assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1, 2, 3, 4]);
     assert_eq!(feed_owners(&kv, FeedKind::User, 0..10), vec![1]);
@@ -272,7 +277,7 @@ fn retraction_removes_every_entry_and_leaves_a_tombstone() {
     let mut resume = None;
     loop {
         let plan = plan_retraction(1, &r, &place, &g, &cfg, resume).unwrap();
-        apply(&mut kv, &plan.mutations);
+        apply(&mut kv, &writes(&plan));
         resume = plan.resume;
         if resume.is_none() {
             break;
@@ -301,7 +306,7 @@ fn graph_changes_count_once() {
     let step = |kv: &mut BTreeMap<Vec<u8>, Vec<u8>>, op| {
         let ch = g(op);
         let exists = kv.contains_key(&graph_edge_key(1, &ch));
-        apply(kv, &plan_graph(1, &ch, exists).mutations);
+        apply(kv, &writes(&plan_graph(1, &ch, exists)));
     };
     step(&mut kv, GraphOp::Follow);
     step(&mut kv, GraphOp::Follow);
@@ -353,10 +358,10 @@ fn backfill_marks_entries_as_followed() {
     };
     let plan = plan_backfill(1, 7, &[(pos, e)]);
     let mut kv = BTreeMap::new();
-    apply(&mut kv, &plan.mutations);
+    apply(&mut kv, &writes(&plan));
     let v = kv.get(&feed::key(1, 7, FeedKind::Home, pos)).unwrap();
     assert_eq!(FeedEntry::decode(v).unwrap().reason, Reason::Follow);
-    assert!(plan_backfill(1, 7, &[]).mutations.is_empty());
+    assert_eq!(plan_backfill(1, 7, &[]), Plan::default());
 }
 
 #[test]
@@ -365,4 +370,85 @@ fn placement_round_trips() {
     assert_eq!(Placement::decode(p.id, &p.encode()), Some(p.clone()));
     assert_eq!(Placement::decode(p.id, &p.encode()[..10]), None);
     assert_eq!(Placement::decode(p.id, &[0xff; 12]), None);
+}
+
+/// What a plan calls blind is never read by planning, so consumers may leave it out of their
+/// overlay: it must be home or notification entries and feed versions, and nothing else — in
+/// particular never a user-feed entry (a follow's backfill reads user feeds).
+#[test]
+fn blind_writes_are_home_and_notification_entries_and_versions() {
+    let p = 1;
+    let blind_key = |k: &[u8]| {
+        if crate::keys::fver::parse_key(p, k).is_some() || k == crate::keys::fver::bodies(p) {
+            return true;
+        }
+        [FeedKind::Home, FeedKind::Notifications]
+            .iter()
+            .any(|kind| {
+                (1..=9).any(|owner| {
+                    let sub = feed::feed(p, owner, *kind);
+                    sub.is_start_of(k)
+                })
+            })
+    };
+    let g = graph_with(1, [2, 3, 4]);
+    let a = activity(1, vec![5, 6]);
+    let cfg = FanoutConfig {
+        max_entries_per_step: 2,
+        ..FanoutConfig::default()
+    };
+    let place = Placement::from(&a);
+    let r = Retraction {
+        id: EventId::MIN,
+        activity_id: a.id,
+        actor: 1,
+        time_ms: a.time_ms + 1,
+        producer: Producer::new("t", "1"),
+    };
+    let follow = GraphChange {
+        id: EventId::MIN,
+        actor: 7,
+        subject: 1,
+        op: GraphOp::Follow,
+        time_ms: 9,
+        producer: Producer::new("t", "1"),
+    };
+    let user_feed = feed::feed(p, 1, FeedKind::User);
+    let mut plans = vec![
+        plan_activity(p, &a, b"body".to_vec(), &g, &cfg, None).unwrap(),
+        plan_activity(p, &a, b"body".to_vec(), &g, &cfg, Some(2)).unwrap(),
+        plan_retraction(p, &r, &place, &g, &cfg, None).unwrap(),
+        plan_update(p, a.id, b"new".to_vec()),
+        plan_backfill(p, 7, &[(place.position(), place.entry(feed::Reason::Own))]),
+    ];
+    for op in GraphOp::ALL {
+        for exists in [false, true] {
+            plans.push(plan_graph(
+                p,
+                &GraphChange {
+                    op,
+                    ..follow.clone()
+                },
+                exists,
+            ));
+        }
+    }
+    let mut blind = 0;
+    for plan in plans {
+        for m in &plan.blind {
+            assert!(blind_key(m.key()), "blind write of a readable key: {m:?}");
+            blind += 1;
+        }
+        for m in &plan.visible {
+            assert!(
+                !blind_key(m.key()),
+                "visible write that could be blind: {m:?}"
+            );
+        }
+        assert!(plan.blind.iter().all(|m| !user_feed.is_start_of(m.key())));
+    }
+    assert!(
+        blind > 10,
+        "the plans above write home entries and versions"
+    );
 }

@@ -536,7 +536,7 @@ fn apply(store: &dyn Store, a: Activity) {
     let Ok(plan) = plan_activity(DEFAULT_PROJECTION, &a, body, &NoFollowers, &cfg, None);
     assert!(plan.resume.is_none(), "one step without followers");
     let mut batch = WriteBatch::new();
-    batch.extend(plan.mutations);
+    batch.extend(plan.writes());
     store.commit(batch).expect("commit the seed activity");
 }
 

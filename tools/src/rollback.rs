@@ -79,10 +79,11 @@ pub struct RebuildArgs {
     #[command(flatten)]
     projector: ProjectorArgs,
     /// Records per apply (bulk mode).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 250_000)]
     batch_records: usize,
-    /// Store batch size in MiB (bulk mode; FoundationDB allows up to 10 MB).
-    #[arg(long, default_value_t = 4)]
+    /// Store batch size in MiB (bulk mode). RocksDB writes each batch as one table file (up to
+    /// 512); on FoundationDB batches stay under its 10 MB transaction limit whatever is asked.
+    #[arg(long, default_value_t = 64)]
     batch_mb: usize,
     /// Fetch from the start of the log and skip what is stored (needed with tansu 0.6).
     #[arg(long, env = "TIDINGS_REREAD_FROM_START")]
@@ -97,8 +98,11 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     if args.batch_records == 0 || args.batch_mb == 0 {
         bail!("--batch-records and --batch-mb must be at least 1");
     }
-    if args.batch_mb > 9 {
-        bail!("--batch-mb must be at most 9 (FoundationDB's batch limit is 10 MB)");
+    if args.batch_mb > tidings_store::limits::MAX_BULK_BATCH >> 20 {
+        bail!(
+            "--batch-mb must be at most {} (the largest table file a bulk batch becomes)",
+            tidings_store::limits::MAX_BULK_BATCH >> 20
+        );
     }
     if args.follow && args.until.is_some() {
         bail!("--follow and --until exclude each other: a rebuild as of a point stops there");

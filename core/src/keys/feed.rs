@@ -93,7 +93,11 @@ fn invert(id: uuid::Uuid) -> uuid::Uuid {
 
 /// The key of one entry. Within a feed, newer positions have smaller keys.
 pub fn key(p: Projection, owner: UserId, kind: FeedKind, pos: Position) -> Vec<u8> {
-    feed(p, owner, kind).pack(&(!pos.time_ms, invert(pos.id.0)))
+    super::key_in(
+        p,
+        "feed",
+        &(owner, kind.code(), !pos.time_ms, invert(pos.id.0)),
+    )
 }
 
 /// The first key of `feed` strictly older than `pos`: where the page after a cursor begins.

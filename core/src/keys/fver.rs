@@ -17,7 +17,7 @@ use crate::write::Mutation;
 
 /// The version key of one feed.
 pub fn key(p: Projection, owner: UserId, kind: FeedKind) -> Vec<u8> {
-    keyspace(p, "fver").pack(&(owner, kind.code()))
+    super::key_in(p, "fver", &(owner, kind.code()))
 }
 
 /// Decodes `(owner, kind)` from a feed's version key (`None` for [`bodies`] and other keys).
