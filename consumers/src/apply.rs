@@ -69,6 +69,9 @@ pub struct DeadLetter {
     pub code: String,
     /// What is wrong, for people.
     pub reason: String,
+    /// `name@version` of the producer that published the record, when it decoded (events
+    /// that failed validation or were rejected): the `producer` header, for the error digest.
+    pub producer: Option<String>,
 }
 
 /// Where dead letters go; [`DeadLetterSink::send`] returns once every letter is durable.
@@ -236,6 +239,8 @@ struct Pending {
     bytes: usize,
     /// Record timestamps of the events this batch completes.
     published_ms: Vec<i64>,
+    /// Metric labels of the events this batch completes: (topic, verb label, not pushed).
+    labels: Vec<(String, &'static str, bool)>,
 }
 
 impl Pending {
@@ -247,6 +252,7 @@ impl Pending {
             applied: Applied::default(),
             bytes: 0,
             published_ms: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -260,6 +266,15 @@ fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
         record: record.clone(),
         code: code.to_string(),
         reason,
+        producer: None,
+    }
+}
+
+/// A dead letter for a record that decoded into `event` but cannot be applied.
+fn rejected(record: &Record, event: &Event, why: String) -> DeadLetter {
+    DeadLetter {
+        producer: Some(event.producer().to_string()),
+        ..dead_letter(record, "rejected", why)
     }
 }
 
@@ -399,7 +414,16 @@ impl Applier {
                         continue;
                     }
                     Some(Err(e)) => {
-                        p.dead.push(dead_letter(r, e.reason_code(), e.to_string()));
+                        let mut d = dead_letter(r, e.reason_code(), e.to_string());
+                        if let tidings_schemas::DecodeError::Invalid(_) = e {
+                            // Well-formed but invalid: the producer is known.
+                            d.producer = r
+                                .payload
+                                .as_deref()
+                                .and_then(|b| tidings_schemas::decode(b).ok())
+                                .map(|ev| ev.producer().to_string());
+                        }
+                        p.dead.push(d);
                         p.next.insert(tp, r.offset + 1);
                         i += 1;
                         continue;
@@ -417,7 +441,7 @@ impl Applier {
                     Ok(r) => r,
                     Err(ProjectError::Store(e)) => return Err(e.into()),
                     Err(ProjectError::Rejected(why)) => {
-                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.dead.push(rejected(r, &event, why));
                         p.next.insert(tp, r.offset + 1);
                         i += 1;
                         continue;
@@ -426,7 +450,7 @@ impl Applier {
                 let step = match self.projector.plan(&overlay, &event, body, resume) {
                     Ok(s) => s,
                     Err(ProjectError::Rejected(why)) => {
-                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.dead.push(rejected(r, &event, why));
                         p.next.insert(tp, r.offset + 1);
                         i += 1;
                         continue;
@@ -472,6 +496,8 @@ impl Applier {
                 p.next.insert(tp, r.offset + 1);
                 p.applied.events += 1;
                 p.published_ms.extend(r.timestamp_ms);
+                p.labels
+                    .push((r.topic.clone(), event.verb_label(), step.unpushed));
                 i += 1;
             }
             drop(overlay);
@@ -511,7 +537,7 @@ impl Applier {
                         // Cannot happen mid-way (the first step accepted the event); keep the
                         // log moving rather than loop.
                         let mut p = Pending::new();
-                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.dead.push(rejected(r, &event, why));
                         p.next.insert(r.tp(), r.offset + 1);
                         return self.commit(positions, p, dlq, total);
                     }
@@ -525,6 +551,7 @@ impl Applier {
                 p.next.insert(r.tp(), r.offset + 1);
                 p.applied.events = 1;
                 p.published_ms.extend(r.timestamp_ms);
+                p.labels.push((r.topic.clone(), event.verb_label(), false));
             } else {
                 p.next.insert(r.tp(), r.offset);
             }
@@ -578,6 +605,14 @@ impl Applier {
                 self.stats.add(&p.applied);
                 self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
+                for (topic, verb, unpushed) in p.labels {
+                    metrics::counter!("tidings_events_total", "topic" => topic, "verb" => verb)
+                        .increment(1);
+                    if unpushed {
+                        metrics::counter!("tidings_fanout_unpushed_total", "verb" => verb)
+                            .increment(1);
+                    }
+                }
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
                 total.events += p.applied.events;
                 total.dead += p.applied.dead;
