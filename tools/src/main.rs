@@ -5,6 +5,8 @@
 
 mod backup;
 mod bench;
+#[cfg(test)]
+mod compose_tests;
 mod config;
 mod demo;
 mod ops;
