@@ -107,7 +107,7 @@ pub struct ConsumeArgs {
     pub maintain_interval_ms: u64,
     /// `/ready` fails while any owned partition is more than this many records behind.
     #[arg(long, env = "TIDINGS_READY_MAX_LAG", default_value_t = 10_000)]
-    pub ready_max_lag: i64,
+    pub ready_max_lag: u64,
 }
 
 /// The tunables that shape a projection: the live consumers, `rebuild`, `restore` and

@@ -76,7 +76,7 @@ pub struct Ops {
     /// The brokers, if this process talks to Kafka.
     pub broker: Option<Arc<ready::BrokerProbe>>,
     /// `/ready` fails above this lag (records, any one partition).
-    pub ready_max_lag: i64,
+    pub ready_max_lag: u64,
 }
 
 impl Ops {

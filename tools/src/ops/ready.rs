@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
+use tidings_consumers::steer::{Monitor, PartitionLag};
 use tidings_core::keys::meta;
 use tidings_producers::KafkaConfig;
 
@@ -199,14 +200,33 @@ pub async fn checks(ops: &Ops) -> Vec<Check> {
         });
     }
     if let Some(m) = &ops.consumers {
-        out.extend(consumer_checks(m, ops.ready_max_lag));
+        out.extend(consumer_checks(&ConsumerView::of(m), ops.ready_max_lag));
     }
     out
 }
 
-fn consumer_checks(m: &tidings_consumers::steer::Monitor, max_lag: i64) -> Vec<Check> {
-    let mut out = Vec::new();
-    out.push(if m.running() {
+/// What the consumer checks look at.
+#[derive(Debug)]
+struct ConsumerView {
+    running: bool,
+    parts: Vec<PartitionLag>,
+    pause_requested: bool,
+    paused: bool,
+}
+
+impl ConsumerView {
+    fn of(m: &Monitor) -> Self {
+        ConsumerView {
+            running: m.running(),
+            parts: m.partitions(),
+            pause_requested: m.control().pause_requested(),
+            paused: m.paused(),
+        }
+    }
+}
+
+fn consumer_checks(v: &ConsumerView, max_lag: u64) -> Vec<Check> {
+    let running = if v.running {
         Check::pass("consumers_running", "the consume loop runs".into())
     } else {
         Check::fail(
@@ -214,9 +234,8 @@ fn consumer_checks(m: &tidings_consumers::steer::Monitor, max_lag: i64) -> Vec<C
             "the consume loop stopped".into(),
             "read the process log for the error, then restart the process",
         )
-    });
-    let parts = m.partitions();
-    out.push(if parts.is_empty() {
+    };
+    let assigned = if v.parts.is_empty() {
         Check::fail(
             "consumers_assigned",
             "no partition is assigned to this process".into(),
@@ -225,14 +244,13 @@ fn consumer_checks(m: &tidings_consumers::steer::Monitor, max_lag: i64) -> Vec<C
     } else {
         Check::pass(
             "consumers_assigned",
-            format!("{} partitions assigned", parts.len()),
+            format!("{} partitions assigned", v.parts.len()),
         )
-    });
-    let control = m.control();
-    out.push(if control.pause_requested() || m.paused() {
+    };
+    let not_paused = if v.pause_requested || v.paused {
         Check::fail(
             "consumers_not_paused",
-            if m.paused() {
+            if v.paused {
                 "the consumers are paused by an operator: nothing is applied".into()
             } else {
                 "an operator asked the consumers to pause (the batch in flight finishes first)"
@@ -242,12 +260,13 @@ fn consumer_checks(m: &tidings_consumers::steer::Monitor, max_lag: i64) -> Vec<C
         )
     } else {
         Check::pass("consumers_not_paused", "consuming".into())
-    });
-    let worst = parts
+    };
+    let worst = v
+        .parts
         .iter()
-        .filter_map(|p| p.lag.map(|l| (l, p)))
+        .filter_map(|p| p.lag.map(|l| (l.max(0).unsigned_abs(), p)))
         .max_by_key(|(l, _)| *l);
-    out.push(match worst {
+    let lag = match worst {
         Some((lag, p)) if lag > max_lag => Check::fail(
             "consumer_lag",
             format!(
@@ -258,14 +277,14 @@ fn consumer_checks(m: &tidings_consumers::steer::Monitor, max_lag: i64) -> Vec<C
         ),
         Some((lag, p)) => Check::pass(
             "consumer_lag",
-            format!("largest lag {lag} records ({}/{}), bound {max_lag}", p.topic, p.partition),
+            format!(
+                "largest lag {lag} records ({}/{}), bound {max_lag}",
+                p.topic, p.partition
+            ),
         ),
-        None => Check::pass(
-            "consumer_lag",
-            "no fetch answer yet, lag unknown".into(),
-        ),
-    });
-    out
+        None => Check::pass("consumer_lag", "no fetch answer yet, lag unknown".into()),
+    };
+    vec![running, assigned, not_paused, lag]
 }
 
 /// `GET /ready`.
@@ -280,11 +299,83 @@ pub async fn handler(State(ops): State<Arc<Ops>>) -> Response {
     metrics::gauge!("tidings_ready").set(if ready { 1.0 } else { 0.0 });
     (
         status,
-        Json(serde_json::json!({
-            "ready": ready,
-            "role": ops.role.name(),
-            "checks": checks,
-        })),
+        Json(Ready {
+            ready,
+            role: ops.role.name(),
+            checks,
+        }),
     )
         .into_response()
+}
+
+/// The body of a `/ready` answer (fields in this order).
+#[derive(Debug, Serialize)]
+struct Ready {
+    ready: bool,
+    role: &'static str,
+    checks: Vec<Check>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(partition: i32, lag: Option<i64>) -> PartitionLag {
+        PartitionLag {
+            topic: "tidings.activities".into(),
+            partition,
+            stored: Some(10),
+            high_watermark: lag.map(|l| 10 + l),
+            lag,
+        }
+    }
+
+    fn view(parts: Vec<PartitionLag>) -> ConsumerView {
+        ConsumerView {
+            running: true,
+            parts,
+            pause_requested: false,
+            paused: false,
+        }
+    }
+
+    fn failing(checks: &[Check]) -> Vec<&'static str> {
+        checks.iter().filter(|c| !c.ok).map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn lag_above_the_bound_fails_naming_the_partition() {
+        let v = view(vec![part(0, Some(3)), part(1, Some(7)), part(2, None)]);
+        assert!(failing(&consumer_checks(&v, 7)).is_empty());
+        let c = consumer_checks(&v, 6);
+        assert_eq!(failing(&c), vec!["consumer_lag"]);
+        assert_eq!(
+            c[3].detail,
+            "tidings.activities/1 is 7 records behind, more than --ready-max-lag 6"
+        );
+        assert!(c[3].fix.as_deref().unwrap().contains("catch up"));
+        let unknown = consumer_checks(&view(vec![part(0, None)]), 0);
+        assert!(failing(&unknown).is_empty(), "unknown lag does not fail");
+    }
+
+    #[test]
+    fn unassigned_paused_and_stopped_consumers_fail() {
+        assert_eq!(
+            failing(&consumer_checks(&view(vec![]), 10)),
+            vec!["consumers_assigned"]
+        );
+        let mut v = view(vec![part(0, Some(0))]);
+        v.pause_requested = true;
+        let c = consumer_checks(&v, 10);
+        assert_eq!(failing(&c), vec!["consumers_not_paused"]);
+        assert!(c[2].detail.contains("asked the consumers to pause"));
+        v.paused = true;
+        v.running = false;
+        let c = consumer_checks(&v, 10);
+        assert_eq!(
+            failing(&c),
+            vec!["consumers_running", "consumers_not_paused"]
+        );
+        assert!(c[2].detail.contains("paused by an operator"));
+    }
 }
