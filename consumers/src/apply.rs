@@ -76,6 +76,9 @@ pub struct DeadLetter {
     pub code: String,
     /// What is wrong, for people.
     pub reason: String,
+    /// `name@version` of the producer that published the record, when it decoded (events
+    /// that failed validation or were rejected): the `producer` header, for the error digest.
+    pub producer: Option<String>,
 }
 
 /// Where dead letters go; [`DeadLetterSink::send`] returns once every letter is durable.
@@ -249,6 +252,8 @@ struct Pending {
     bytes: usize,
     /// Record timestamps of the events this batch completes.
     published_ms: Vec<i64>,
+    /// Metric labels of the events this batch completes: (topic, verb label, not pushed).
+    labels: Vec<(String, &'static str, bool)>,
 }
 
 impl Pending {
@@ -261,6 +266,7 @@ impl Pending {
             applied: Applied::default(),
             bytes: 0,
             published_ms: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -295,8 +301,8 @@ impl Pending {
     }
 
     /// The record goes to the dead letter topic; its offset moves past it.
-    fn dead_letter(&mut self, r: &Record, code: &str, reason: String) {
-        self.dead.push(dead_letter(r, code, reason));
+    fn dead_letter(&mut self, r: &Record, letter: DeadLetter) {
+        self.dead.push(letter);
         self.next.insert(r.tp(), r.offset + 1);
     }
 }
@@ -327,6 +333,15 @@ fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
         record: record.clone(),
         code: code.to_string(),
         reason,
+        producer: None,
+    }
+}
+
+/// A dead letter for a record that decoded into `event` but cannot be applied.
+fn rejected(record: &Record, event: &Event, why: String) -> DeadLetter {
+    DeadLetter {
+        producer: Some(event.producer().to_string()),
+        ..dead_letter(record, "rejected", why)
     }
 }
 
@@ -622,11 +637,21 @@ impl Applier {
             .map(tidings_schemas::decode_and_validate)
         {
             None => {
-                p.dead_letter(r, "empty_payload", "the record has no value".into());
+                let d = dead_letter(r, "empty_payload", "the record has no value".into());
+                p.dead_letter(r, d);
                 return Ok(Planned::Done);
             }
             Some(Err(e)) => {
-                p.dead_letter(r, e.reason_code(), e.to_string());
+                let mut d = dead_letter(r, e.reason_code(), e.to_string());
+                if let tidings_schemas::DecodeError::Invalid(_) = e {
+                    // Well-formed but invalid: the producer is known.
+                    d.producer = r
+                        .payload
+                        .as_deref()
+                        .and_then(|b| tidings_schemas::decode(b).ok())
+                        .map(|ev| ev.producer().to_string());
+                }
+                p.dead_letter(r, d);
                 return Ok(Planned::Done);
             }
             Some(Ok(e)) => e,
@@ -645,7 +670,7 @@ impl Applier {
             Ok(s) => s,
             Err(ProjectError::Store(e)) => return Err(e.into()),
             Err(ProjectError::Rejected(why)) => {
-                p.dead_letter(r, "rejected", why);
+                p.dead_letter(r, rejected(r, &event, why));
                 return Ok(Planned::Done);
             }
         };
@@ -667,12 +692,14 @@ impl Applier {
                 Err(ProjectError::Rejected(why)) => {
                     // Cannot happen mid-way (the first step accepted the event); as in
                     // `finish_fanout`, keep the log moving rather than loop.
-                    p.dead_letter(r, "rejected", why);
+                    p.dead_letter(r, rejected(r, &event, why));
                     return Ok(Planned::Done);
                 }
             };
             p.applied.entries += step.plan.entries;
         }
+        p.labels
+            .push((r.topic.clone(), event.verb_label(), step.unpushed));
         p.add(overlay, step.plan);
         p.next.insert(tp, r.offset + 1);
         p.applied.events += 1;
@@ -703,7 +730,7 @@ impl Applier {
                         // Cannot happen mid-way (the first step accepted the event); keep the
                         // log moving rather than loop.
                         let mut p = Pending::new();
-                        p.dead.push(dead_letter(r, "rejected", why));
+                        p.dead.push(rejected(r, &event, why));
                         p.next.insert(r.tp(), r.offset + 1);
                         return self.commit(positions, p, dlq, total);
                     }
@@ -717,6 +744,7 @@ impl Applier {
                 p.next.insert(r.tp(), r.offset + 1);
                 p.applied.events = 1;
                 p.published_ms.extend(r.timestamp_ms);
+                p.labels.push((r.topic.clone(), event.verb_label(), false));
             } else {
                 p.next.insert(r.tp(), r.offset);
             }
@@ -818,6 +846,14 @@ impl Applier {
                 self.stats.add(&p.applied);
                 self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
+                for (topic, verb, unpushed) in p.labels {
+                    metrics::counter!("tidings_events_total", "topic" => topic, "verb" => verb)
+                        .increment(1);
+                    if unpushed {
+                        metrics::counter!("tidings_fanout_unpushed_total", "verb" => verb)
+                            .increment(1);
+                    }
+                }
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
                 total.events += p.applied.events;
                 total.dead += p.applied.dead;

@@ -6,6 +6,9 @@
 //! written as a lag hint for operators' tools. The loop runs on its own thread; polling,
 //! applying and committing are synchronous, so a batch is either committed with its offsets
 //! or not at all.
+//!
+//! Between batches the loop obeys the operator's pause switch and exports lag per partition
+//! (see [`crate::steer`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +24,13 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tidings_producers::{KafkaConfig, Topics};
 
+use tidings_core::control::Control;
+
 use crate::apply::{
     Applier, DeadLetter, DeadLetterSink, Outcome, Positions, Record, Stats, TopicPartition,
 };
+use crate::log::Watermarks;
+use crate::steer::{LagExporter, Monitor, Pauser};
 
 /// Who owns which partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +90,12 @@ pub struct ConsumerConfig {
     /// Check `("meta","active")` before every batch and move to the projection it names
     /// (re-reading that projection's stored offsets), so `tidings switch` needs no restart.
     pub follow_active: bool,
+    /// The switches an operator flips: the loop pauses and resumes on request (see
+    /// [`crate::steer`]). Share it with the projector and the admin API.
+    pub control: Arc<Control>,
+    /// How often librdkafka reports statistics, the source of the high watermarks behind the
+    /// lag figures (`statistics.interval.ms`).
+    pub stats_interval: Duration,
 }
 
 impl ConsumerConfig {
@@ -98,6 +111,8 @@ impl ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             reread_from_start: false,
             follow_active: true,
+            control: Arc::default(),
+            stats_interval: Duration::from_secs(1),
         }
     }
 }
@@ -125,6 +140,8 @@ struct Ctx {
     probes: Mutex<Vec<(TopicPartition, i64)>>,
     /// Fetch from the start of the log after every (re)positioning.
     reread: bool,
+    /// High watermarks from librdkafka's statistics (for lag).
+    marks: Arc<Watermarks>,
 }
 
 /// Where to start fetching a partition whose stored next offset is `stored`.
@@ -160,7 +177,11 @@ struct Probe {
     target: i64,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats_raw(&self, json: &[u8]) {
+        self.marks.update(json);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -237,7 +258,8 @@ impl ConsumerContext for Ctx {
 }
 
 /// Dead letters to `tidings.dlq`: the original key and value, with headers `reason`,
-/// `reason-code`, `source-topic`, `source-partition`, `source-offset`.
+/// `reason-code`, `source-topic`, `source-partition`, `source-offset`, and `producer`
+/// (`name@version`) when the record decoded.
 pub struct KafkaDeadLetters {
     producer: FutureProducer,
     topic: String,
@@ -294,6 +316,13 @@ impl DeadLetterSink for KafkaDeadLetters {
                     key: "source-offset",
                     value: Some(offset.as_bytes()),
                 });
+            let headers = match &d.producer {
+                Some(p) => headers.insert(Header {
+                    key: "producer",
+                    value: Some(p.as_bytes()),
+                }),
+                None => headers,
+            };
             let mut rec: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
             if let Some(k) = &r.key {
@@ -327,6 +356,7 @@ pub struct ConsumerHandle {
     thread: Option<JoinHandle<Result<(), ConsumeError>>>,
     stats: Arc<Stats>,
     positions: Arc<Mutex<Positions>>,
+    monitor: Monitor,
 }
 
 impl ConsumerHandle {
@@ -341,6 +371,11 @@ impl ConsumerHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// A view of the loop for readiness checks and the admin API (lag, pause, totals).
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     /// Whether the loop thread ended (after an error, or a stop).
@@ -372,11 +407,13 @@ impl Drop for ConsumerHandle {
 pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, ConsumeError> {
     let positions: Arc<Mutex<Positions>> = Arc::default();
     let stats = applier.stats();
+    let marks = Arc::new(Watermarks::default());
     let ctx = Ctx {
         applier: Mutex::new(applier.clone()),
         positions: positions.clone(),
         probes: Mutex::default(),
         reread: cfg.reread_from_start,
+        marks: marks.clone(),
     };
     let mut c = cfg.kafka.client();
     c.set("group.id", &cfg.group)
@@ -396,7 +433,11 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
         // p50 of ~100 ms in `tidings bench`, 5 ms gives ~23 ms, at the cost of more (empty)
         // fetch requests while idle.
         .set("fetch.wait.max.ms", "5")
-        .set("isolation.level", "read_uncommitted");
+        .set("isolation.level", "read_uncommitted")
+        .set(
+            "statistics.interval.ms",
+            cfg.stats_interval.as_millis().max(10).to_string(),
+        );
     for (k, v) in &cfg.kafka.extra {
         c.set(k, v);
     }
@@ -434,12 +475,27 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let monitor = Monitor {
+        positions: positions.clone(),
+        marks,
+        control: cfg.control.clone(),
+        stats: stats.clone(),
+        running: Arc::new(AtomicBool::new(true)),
+    };
+    metrics::gauge!("tidings_consumer_paused").set(0.0);
     let thread = {
         let stop = stop.clone();
-        let positions = positions.clone();
+        let monitor = monitor.clone();
         std::thread::Builder::new()
             .name(format!("consume-{}", cfg.group))
-            .spawn(move || run(&cfg, &consumer, applier, &dlq, &positions, &stop))
+            .spawn(move || {
+                let r = run(&cfg, &consumer, applier, &dlq, &monitor, &stop);
+                monitor.running.store(false, Ordering::SeqCst);
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "the consume loop stopped with an error; restart the process");
+                }
+                r
+            })
             .map_err(|e| ConsumeError::Setup(format!("cannot start the consumer thread: {e}")))?
     };
     Ok(ConsumerHandle {
@@ -447,6 +503,7 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
         thread: Some(thread),
         stats,
         positions,
+        monitor,
     })
 }
 
@@ -467,15 +524,41 @@ fn run(
     consumer: &BaseConsumer<Ctx>,
     mut applier: Applier,
     dlq: &KafkaDeadLetters,
-    positions: &Mutex<Positions>,
+    monitor: &Monitor,
     stop: &AtomicBool,
 ) -> Result<(), ConsumeError> {
+    let positions: &Mutex<Positions> = &monitor.positions;
     let mut last_hint = Instant::now();
+    let mut last_lag = Instant::now();
+    let mut lag = LagExporter::default();
+    let mut pauser = Pauser::default();
     let mut backoff = Duration::from_millis(100);
     let mut batch: Vec<Record> = Vec::with_capacity(cfg.max_batch);
     let mut probes: HashMap<TopicPartition, Probe> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         batch.clear();
+        if last_lag.elapsed() >= cfg.stats_interval {
+            lag.export(monitor);
+            last_lag = Instant::now();
+        }
+        // Between batches: carry out a pause or resume asked for meanwhile.
+        for tp in pauser.step(consumer, &cfg.control) {
+            let stored = positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&tp)
+                .copied();
+            if let Some(stored) = stored {
+                reposition(cfg, consumer, &mut probes, tp, stored);
+            }
+        }
+        if pauser.paused() {
+            // Polling goes on (group membership, rebalances); nothing is applied.
+            if let Some(Ok(m)) = consumer.poll(cfg.poll_wait.max(Duration::from_millis(50))) {
+                pauser.drop_record((m.topic().to_string(), m.partition()));
+            }
+            continue;
+        }
         if cfg.follow_active {
             if let Err(e) = follow_active(cfg, consumer, &mut applier, positions, &mut probes) {
                 tracing::error!(error = %e, retry_in = ?backoff, "cannot read the active projection; retrying");
@@ -548,17 +631,7 @@ fn run(
                         "another consumer moved this partition's stored offset (a rebalance or a zombie); re-seeking there"
                     );
                 }
-                if let Err(e) = consumer.seek(
-                    &topic,
-                    partition,
-                    start_offset(off, cfg.reread_from_start),
-                    Duration::from_secs(5),
-                ) {
-                    tracing::error!(%topic, partition, error = %e, "seek failed");
-                }
-                if let Some(x) = probe_target(off, cfg.reread_from_start) {
-                    probes.insert((topic, partition), Probe { target: x });
-                }
+                reposition(cfg, consumer, &mut probes, (topic, partition), off);
             }
         }
         if cfg.assignment == Assignment::Group && last_hint.elapsed() > Duration::from_secs(1) {
@@ -571,6 +644,28 @@ fn run(
     }
     tracing::info!(group = %cfg.group, "consumer stopped after its last batch");
     Ok(())
+}
+
+/// Seeks a partition to where its stored next offset says (see [`start_offset`]) and arms the
+/// check of the first record delivered there.
+fn reposition(
+    cfg: &ConsumerConfig,
+    consumer: &BaseConsumer<Ctx>,
+    probes: &mut HashMap<TopicPartition, Probe>,
+    tp: TopicPartition,
+    stored: Option<i64>,
+) {
+    if let Err(e) = consumer.seek(
+        &tp.0,
+        tp.1,
+        start_offset(stored, cfg.reread_from_start),
+        Duration::from_secs(5),
+    ) {
+        tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "seek failed");
+    }
+    if let Some(x) = probe_target(stored, cfg.reread_from_start) {
+        probes.insert(tp, Probe { target: x });
+    }
 }
 
 /// Moves the loop to the projection `("meta","active")` names, if it changed: from the next
@@ -606,17 +701,7 @@ fn follow_active(
         .unwrap_or_else(PoisonError::into_inner) = next.clone();
     for (tp, stored) in moved {
         pos.insert(tp.clone(), stored);
-        if let Err(e) = consumer.seek(
-            &tp.0,
-            tp.1,
-            start_offset(stored, cfg.reread_from_start),
-            Duration::from_secs(5),
-        ) {
-            tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "seek failed");
-        }
-        if let Some(x) = probe_target(stored, cfg.reread_from_start) {
-            probes.insert(tp, Probe { target: x });
-        }
+        reposition(cfg, consumer, probes, tp, stored);
     }
     *applier = next;
     metrics::counter!("tidings_consumer_projection_switches_total").increment(1);

@@ -2,7 +2,8 @@
 //!
 //! Applies events to the store. [`project::Projector`] turns decoded events into store batches
 //! using the pure planners of `tidings-core` and a [`graph::StoreGraph`] view of the follow
-//! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it.
+//! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it, and
+//! [`steer`] pauses it on request and reports its lag.
 //!
 //! Replay and rollback (DESIGN.md, "Replay, rollback, migration, backup"): [`log`] reads
 //! partition ranges without a consumer group; [`rebuild`] builds a projection from the log with
@@ -20,5 +21,6 @@ pub mod maintain;
 pub mod migrate;
 pub mod project;
 pub mod rebuild;
+pub mod steer;
 pub mod verify;
 pub mod versions;

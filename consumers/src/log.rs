@@ -396,17 +396,16 @@ const STATS_INTERVAL_MS: &str = "100";
 
 impl Watermarks {
     /// The last reported high watermark of `tp`; `None` before the first fetch answer.
-    fn get(&self, tp: &TopicPartition) -> Option<i64> {
+    pub fn get(&self, tp: &TopicPartition) -> Option<i64> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(tp)
             .copied()
     }
-}
 
-impl ClientContext for Watermarks {
-    fn stats_raw(&self, json: &[u8]) {
+    /// Takes the high watermarks out of one librdkafka statistics document (JSON).
+    pub fn update(&self, json: &[u8]) {
         #[derive(serde::Deserialize)]
         struct Stats {
             #[serde(default)]
@@ -437,6 +436,12 @@ impl ClientContext for Watermarks {
                 }
             }
         }
+    }
+}
+
+impl ClientContext for Watermarks {
+    fn stats_raw(&self, json: &[u8]) {
+        self.update(json);
     }
 }
 

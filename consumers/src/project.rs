@@ -8,7 +8,12 @@
 //!
 //! Everything written derives from the event, so applying an event twice rewrites the same
 //! index and message keys (feed-version counters, being cache validators, may move again).
+//! One run-time switch shapes a plan: an activity whose `fanout.<verb>` is marked down
+//! ([`Projector::control`]) is not pushed to followers.
 
+use std::sync::Arc;
+
+use tidings_core::control::Control;
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Update};
 use tidings_core::fanout::{self, FanoutConfig, GraphView, Placement, Plan};
 use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
@@ -39,6 +44,8 @@ pub struct Step {
     pub plan: Plan,
     /// A note for logs when the event changed nothing (e.g. retracting an unknown id).
     pub noop: Option<&'static str>,
+    /// The activity was not pushed to followers because its `fanout.<verb>` is marked down.
+    pub unpushed: bool,
 }
 
 impl Step {
@@ -57,6 +64,10 @@ pub struct Projector {
     pub fanout: FanoutConfig,
     /// Recent items of a followee copied into a new follower's home feed.
     pub backfill: usize,
+    /// Run-time switches: activities whose `fanout.<verb>` is marked down are applied without
+    /// pushing to followers (see [`tidings_core::control`]). Nothing is down by default, and
+    /// rebuilds, restores and verify always use the default.
+    pub control: Arc<Control>,
 }
 
 impl Projector {
@@ -66,6 +77,7 @@ impl Projector {
             projection: p,
             fanout: FanoutConfig::default(),
             backfill: 100,
+            control: Arc::default(),
         }
     }
 
@@ -140,18 +152,27 @@ impl Projector {
                     return Ok(Step {
                         plan: Plan::default(),
                         noop: Some("activity was already retracted"),
+                        unpushed: false,
                     });
                 }
             }
         }
-        let mut plan = fanout::plan_activity(
-            self.projection,
-            a,
-            body.to_vec(),
-            graph,
-            &self.fanout,
-            resume,
-        )?;
+        // Decided once, at the event's first step: a fan-out already split over batches
+        // finishes as it started.
+        let unpushed = resume.is_none() && self.control.fanout_down(&a.verb);
+        let mut plan = if unpushed {
+            tracing::debug!(id = %a.id, verb = %a.verb, "fan-out of this verb is marked down: not pushed to followers");
+            fanout::plan_activity_unpushed(self.projection, a, body.to_vec())
+        } else {
+            fanout::plan_activity(
+                self.projection,
+                a,
+                body.to_vec(),
+                graph,
+                &self.fanout,
+                resume,
+            )?
+        };
         // Not pushed (hybrid): make sure readers pull this author.
         if resume.is_none()
             && graph.follower_count(a.actor)? > self.fanout.hybrid_threshold
@@ -159,7 +180,11 @@ impl Projector {
         {
             plan.visible.extend(pull::add(self.projection, a.actor));
         }
-        Ok(Step { plan, noop: None })
+        Ok(Step {
+            plan,
+            noop: None,
+            unpushed,
+        })
     }
 
     /// The stored activity `id`, or why there is none.
@@ -203,6 +228,7 @@ impl Projector {
                 return Ok(Step {
                     plan: Plan::default(),
                     noop: Some(why),
+                    unpushed: false,
                 })
             }
             None => {
@@ -225,7 +251,10 @@ impl Projector {
                 value: place.encode(),
             });
         }
-        Ok(Step { plan, noop: None })
+        Ok(Step {
+            plan,
+            ..Step::default()
+        })
     }
 
     fn retraction_resume(
@@ -243,6 +272,7 @@ impl Projector {
             return Ok(Step {
                 plan: Plan::default(),
                 noop: Some("retraction progress lost its placement"),
+                unpushed: false,
             });
         };
         let mut plan =
@@ -250,7 +280,10 @@ impl Projector {
         if plan.resume.is_none() {
             plan.visible.push(tidings_core::Mutation::Clear { key });
         }
-        Ok(Step { plan, noop: None })
+        Ok(Step {
+            plan,
+            ..Step::default()
+        })
     }
 
     fn update(&self, view: &dyn ReadView, u: &Update) -> Result<Step, ProjectError> {
@@ -260,6 +293,7 @@ impl Projector {
                 return Ok(Step {
                     plan: Plan::default(),
                     noop: Some(why),
+                    unpushed: false,
                 })
             }
         };
@@ -276,7 +310,7 @@ impl Projector {
         let body = tidings_schemas::encode(&Event::Activity(a));
         Ok(Step {
             plan: fanout::plan_update(self.projection, u.activity_id, body),
-            noop: None,
+            ..Step::default()
         })
     }
 
@@ -308,6 +342,9 @@ impl Projector {
                 .collect();
             plan.absorb(fanout::plan_backfill(self.projection, g.actor, &items));
         }
-        Ok(Step { plan, noop: None })
+        Ok(Step {
+            plan,
+            ..Step::default()
+        })
     }
 }

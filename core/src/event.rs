@@ -20,6 +20,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The activity verbs tidings knows by name: each has its own metric label and its own
+/// fan-out switch (`fanout.<verb>`, see [`crate::control`]). Other verbs are valid and applied
+/// the same way; they share the label `other` and cannot be marked down one by one.
+pub const KNOWN_VERBS: [&str; 4] = ["post", "like", "comment", "share"];
+
 /// A user id. Valid ids are non-negative; they key Kafka records as decimal ASCII.
 pub type UserId = i64;
 
@@ -276,6 +281,22 @@ impl Event {
     pub fn verb(&self) -> &str {
         match self {
             Event::Activity(a) => &a.verb,
+            Event::Retraction(_) => "retract",
+            Event::Update(_) => "update",
+            Event::Graph(g) => g.op.as_str(),
+        }
+    }
+
+    /// [`Event::verb`] bounded for metric labels: a verb of [`KNOWN_VERBS`], `retract`,
+    /// `update` or a graph op; any other activity verb is `other`, so a producer inventing
+    /// verbs cannot blow up the number of time series.
+    pub fn verb_label(&self) -> &'static str {
+        match self {
+            Event::Activity(a) => KNOWN_VERBS
+                .iter()
+                .find(|v| **v == a.verb)
+                .copied()
+                .unwrap_or("other"),
             Event::Retraction(_) => "retract",
             Event::Update(_) => "update",
             Event::Graph(g) => g.op.as_str(),

@@ -241,6 +241,20 @@ pub fn plan_activity<G: GraphView>(
     Ok(plan)
 }
 
+/// Plans an activity whose fan-out to followers is marked down (`fanout.<verb>`, see
+/// [`crate::control`]): the body and the entries [`plan_activity`] writes besides the
+/// followers' home entries — the actor's user and home feeds and the notifications of the
+/// explicit recipients — in one step. A later retraction removes them like any other.
+pub fn plan_activity_unpushed(p: Projection, a: &Activity, body: Vec<u8>) -> Plan {
+    let mut plan = Plan::default();
+    plan.mutations.push(Mutation::Set {
+        key: messages::key(p, a.id),
+        value: body,
+    });
+    own_entries(p, &Placement::from(a), &mut plan, true);
+    plan
+}
+
 /// Plans (one step of) removing a retracted activity, given where it was placed. The first
 /// step replaces the body by a tombstone, so readers hide the activity at once.
 pub fn plan_retraction<G: GraphView>(

@@ -166,6 +166,59 @@ fn activity_reaches_followers_recipients_and_author() {
 }
 
 #[test]
+fn an_unpushed_activity_writes_everything_but_the_followers_entries() {
+    let g = graph_with(1, [2, 3, 4]);
+    let a = activity(1, vec![5, 1]);
+    let plan = plan_activity_unpushed(1, &a, b"body".to_vec());
+    assert_eq!((plan.entries, plan.resume), (3, None));
+    let mut kv = BTreeMap::new();
+    apply(&mut kv, &plan.mutations);
+    assert_eq!(kv.get(&messages::key(1, a.id)).unwrap(), b"body");
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1]);
+    assert_eq!(feed_owners(&kv, FeedKind::User, 0..10), vec![1]);
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![5]);
+    // Exactly the pushed plan's writes minus the followers' entries and feed versions.
+    let pushed = plan_activity(1, &a, b"body".to_vec(), &g, &FanoutConfig::default(), None)
+        .unwrap()
+        .mutations;
+    let pos = Position {
+        time_ms: a.time_ms,
+        id: a.id,
+    };
+    let followers: Vec<Vec<u8>> = [2, 3, 4]
+        .into_iter()
+        .flat_map(|f| {
+            [
+                feed::key(1, f, FeedKind::Home, pos),
+                fver::key(1, f, FeedKind::Home),
+            ]
+        })
+        .collect();
+    let expected: Vec<&Mutation> = pushed
+        .iter()
+        .filter(|m| {
+            !matches!(m, Mutation::Set { key, .. } | Mutation::Add { key, .. }
+                if followers.contains(key))
+        })
+        .collect();
+    assert_eq!(expected.len(), pushed.len() - 6);
+    assert_eq!(plan.mutations.iter().collect::<Vec<_>>(), expected);
+    // A retraction removes what it wrote.
+    let r = Retraction {
+        id: EventId::from_bytes([1; 16]),
+        activity_id: a.id,
+        actor: 1,
+        time_ms: 2_000,
+        producer: Producer::new("t", "1"),
+    };
+    let cfg = FanoutConfig::default();
+    let undo = plan_retraction(1, &r, &Placement::from(&a), &g, &cfg, None).unwrap();
+    apply(&mut kv, &undo.mutations);
+    let (b, e) = crate::keys::keyspace_range(1, "feed");
+    assert_eq!(kv.range(b..e).count(), 0, "no index entry left");
+}
+
+#[test]
 fn authors_above_the_threshold_are_not_pushed() {
     let g = graph_with(1, 2..=11);
     let cfg = FanoutConfig {

@@ -3,7 +3,8 @@
 //! The domain of tidings without any I/O: events ([`event`]), their validation ([`validate`]),
 //! the store key layout with one module per keyspace ([`keys`]), the mutations plans are made
 //! of ([`write`]), fan-out planning ([`fanout`]), feed page assembly with read-time filtering
-//! and aggregation ([`page`]), and the [`Clock`](clock::Clock).
+//! and aggregation ([`page`]), the [`Clock`](clock::Clock), and the run-time switches an
+//! operator flips ([`control`]).
 //!
 //! Nothing here touches tokio, Kafka or a database: adapters (`tidings-store`,
 //! `tidings-consumers`, `tidings-query`) depend on this crate, never the other way round, and
@@ -13,6 +14,7 @@
 //! in `tidings-store`).
 
 pub mod clock;
+pub mod control;
 pub mod event;
 pub mod fanout;
 pub mod keys;

@@ -1,4 +1,5 @@
-//! UTC timestamps for command lines and reports: `2026-11-01T00:00Z` ⇄ ms since the epoch.
+//! UTC timestamps for command lines and reports: `2026-11-01T00:00Z` ⇄ ms since the epoch;
+//! durations like `24h` ([`parse_duration_ms`]).
 //!
 //! Accepted: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `…:SS`, `…:SS.fff`, each optionally followed by
 //! `Z` or an offset `±HH:MM` (no suffix means UTC); a space may replace the `T`; a bare integer
@@ -140,9 +141,51 @@ pub fn hour_of(ms: i64) -> String {
     format_ms(ms)[..13].to_string()
 }
 
+/// Parses a duration like `90s`, `15m`, `1h`, `7d` or `500ms` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let expected = "expected a number and a unit: ms, s, m, h or d (e.g. 90s, 15m, 24h, 7d)";
+    let n: i64 = n.parse().map_err(|_| format!("{s:?}: {expected}"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: {expected}")),
+    };
+    n.checked_mul(scale)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{s:?}: must be positive and below 10^18 ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("15m"), Ok(900_000));
+        assert_eq!(parse_duration_ms(" 24h"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("7d"), Ok(604_800_000));
+        for bad in [
+            "",
+            "h",
+            "10",
+            "1w",
+            "-1h",
+            "0s",
+            "1.5h",
+            "99999999999999999d",
+        ] {
+            let e = parse_duration_ms(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_forms_operators_type() {

@@ -165,7 +165,7 @@ impl Producer {
         let result = self.inner.send(record, Duration::ZERO).await;
         match result {
             Ok(d) => {
-                metrics::counter!("tidings_published_total", "topic" => topic.clone(), "verb" => event.verb().to_string()).increment(1);
+                metrics::counter!("tidings_published_total", "topic" => topic.clone(), "verb" => event.verb_label()).increment(1);
                 Ok(Delivery {
                     id: event.id(),
                     topic,

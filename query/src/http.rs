@@ -10,7 +10,9 @@
 //! | `GET /openapi.json` | the OpenAPI document of the whole HTTP API |
 //!
 //! Client mistakes (bad user, limit, cursor, body, unknown feed) get 4xx with `{"error": …}`;
-//! store trouble gets 503. An unknown user has an empty feed.
+//! store trouble gets 503. An unknown user has an empty feed. Under load an operator can mark
+//! `query.cache_only` down (feed pages come from the page cache only; a miss is a 503 with
+//! `Retry-After`) and `query.sse` (`home:stream` is a 503), see [`QueryOptions::control`].
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +29,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use tidings_core::control::Control;
 use tidings_core::keys::feed::{FeedKind, Position};
 use tidings_core::keys::marks::Mark;
 use tidings_core::page::{Cursor, PageEntry};
@@ -55,6 +58,8 @@ pub struct QueryOptions {
     /// Set when the server shuts down: open streams end, so a graceful shutdown does not wait
     /// for clients that never hang up.
     pub closing: Arc<AtomicBool>,
+    /// Run-time switches: `query.cache_only` and `query.sse` (see [`tidings_core::control`]).
+    pub control: Arc<Control>,
 }
 
 impl Default for QueryOptions {
@@ -64,6 +69,7 @@ impl Default for QueryOptions {
             cache_bytes: 64 << 20,
             stream_poll: Duration::from_millis(20),
             closing: Arc::new(AtomicBool::new(false)),
+            control: Arc::default(),
         }
     }
 }
@@ -75,6 +81,7 @@ struct Reader {
     cache: Option<Arc<PageCache>>,
     stream_poll: Duration,
     closing: Arc<AtomicBool>,
+    control: Arc<Control>,
 }
 
 /// The query routes over `store`.
@@ -93,11 +100,26 @@ pub fn router(store: Arc<dyn Store>, opts: QueryOptions) -> Router {
             cache,
             stream_poll: opts.stream_poll,
             closing: opts.closing,
+            control: opts.control,
         })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Seconds a client is asked to wait when a feature is marked down.
+const RETRY_AFTER_S: u64 = 10;
+
+/// A 503 for a request refused because `feature` is marked down (graceful degradation).
+fn shed(feature: &'static str, message: String) -> Response {
+    metrics::counter!("tidings_query_shed_total", "feature" => feature).increment(1);
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_AFTER_S),
+    );
+    resp
 }
 
 fn store_error(e: impl std::fmt::Display) -> Response {
@@ -165,6 +187,12 @@ async fn feed_get(
     let query = raw.0.unwrap_or_default();
     match which.as_str() {
         "home:stream" => {
+            if r.control.sse_down() {
+                return shed(
+                    "query.sse",
+                    format!("home:stream is turned off for now (the feature query.sse is marked down under load); poll GET /v1/feeds/{user}/home instead, or retry in {RETRY_AFTER_S} s"),
+                );
+            }
             let q: StreamQuery = match serde_urlencoded(&query) {
                 Ok(q) => q,
                 Err(e) => {
@@ -220,6 +248,9 @@ async fn feed_get(
                 cursor: q.cursor,
                 aggregate: q.aggregate.unwrap_or(true),
             };
+            if r.control.cache_only() {
+                return cached_only(&r, &req);
+            }
             // A cache hit is one multi-get of a few small keys (microseconds): answered here.
             let mut looked_up = false;
             if let Some(cache) = &r.cache {
@@ -251,6 +282,27 @@ async fn feed_get(
                 Err(resp) => resp,
             }
         }
+    }
+}
+
+/// A page while `query.cache_only` is marked down: a valid cached page, or a 503.
+fn cached_only(r: &Reader, req: &FeedRequest) -> Response {
+    if let Err(e) = feed::check(req) {
+        return query_error(e);
+    }
+    let found = match &r.cache {
+        Some(cache) => cache.get(&*r.store, req),
+        None => Ok(cache::Lookup::Miss),
+    };
+    match found {
+        Ok(cache::Lookup::Hit(body)) => {
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Ok(cache::Lookup::Miss) => shed(
+            "query.cache_only",
+            format!("this page is not in the cache and only cached pages are served for now (the feature query.cache_only is marked down under load); retry in {RETRY_AFTER_S} s"),
+        ),
+        Err(e) => store_error(e),
     }
 }
 

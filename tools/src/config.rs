@@ -2,6 +2,9 @@
 //! an error naming the key, so a typo never silently falls back to a default.
 //!
 //! ```toml
+//! [admin]
+//! token = "change-me-to-a-long-random-string"  # TIDINGS_ADMIN_TOKEN overrides it
+//!
 //! [query]
 //! cache_mb = 64          # page cache bound; 0 turns it off
 //! stream_poll_ms = 20    # how often a home:stream checks its feed
@@ -31,9 +34,21 @@ use tidings_core::page::AggregationRule;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The query service.
     #[serde(default)]
     pub query: QueryConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the admin API (`/v1/admin/…`) requires; `TIDINGS_ADMIN_TOKEN` overrides
+    /// it. Absent: the admin API answers 403.
+    pub token: Option<String>,
 }
 
 /// `[query]`.
@@ -93,6 +108,10 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let c = Config::parse(&doc).unwrap();
+        assert_eq!(
+            c.admin.token.as_deref(),
+            Some("change-me-to-a-long-random-string")
+        );
         assert_eq!(c.query.cache_mb, Some(64));
         let rules = c.query.aggregation.unwrap();
         assert_eq!(rules.len(), 2);
@@ -102,6 +121,8 @@ mod tests {
 
     #[test]
     fn typos_and_bad_values_are_errors() {
+        let e = Config::parse("[admin]\ntokn = \"x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("tokn"), "{e:#}");
         let e = Config::parse("[query]\ncache_mbs = 3\n").unwrap_err();
         assert!(format!("{e:#}").contains("cache_mbs"), "{e:#}");
         let e = Config::parse(

@@ -5,8 +5,11 @@
 
 mod backup;
 mod bench;
+#[cfg(test)]
+mod compose_tests;
 mod config;
 mod demo;
+mod ops;
 mod pipeline;
 mod progress;
 mod replay;
@@ -38,11 +41,16 @@ enum Command {
     /// Runs the whole pipeline in one process: local broker (unless --brokers), ingest
     /// gateway, consumers and query API on the embedded store.
     Up(pipeline::UpArgs),
-    /// Runs the consumers alone against --brokers, on the embedded store.
+    /// Runs the consumers alone against --brokers, on the embedded store or --store URL
+    /// (with --listen: /metrics, /health, /ready and the admin API).
     Consume(pipeline::ConsumeCmd),
     /// Runs the query service alone over a store URL (e.g. `fdb:` beside `tidings consume`
     /// processes; the embedded store allows one process, so use `up` for it).
     Serve(pipeline::ServeArgs),
+    /// Runs the HTTP ingest gateway alone against --brokers.
+    Ingest(pipeline::IngestArgs),
+    /// Summarises dead letters and logged errors by reason, producer and time window.
+    Errors(ops::digest::ErrorsArgs),
     /// Manages tidings' Kafka topics.
     #[command(subcommand)]
     Topics(pipeline::TopicsCommand),
@@ -83,23 +91,64 @@ enum Command {
     Verify(backup::VerifyArgs),
 }
 
+impl Command {
+    /// Where a long-running role keeps its WARN and ERROR logs (see `ops::errlog`).
+    fn errors_log(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Command::Up(a) => Some(a.errors_log()),
+            Command::Consume(a) => Some(a.errors_log()),
+            Command::Serve(a) => a.ops.errors_log.clone(),
+            Command::Ingest(a) => a.ops.errors_log.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Logs to stderr through the `--log` filter and, for long-running roles, WARN and ERROR to
+/// the error log as well (whatever `--log` says).
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid --log filter {:?}: {e} (try `info` or `tidings=debug`)",
+            cli.log
+        )
+    })?;
+    let errors = match cli.command.errors_log() {
+        Some(path) => Some(
+            ops::errlog::ErrorLog::open(&path, ops::errlog::DEFAULT_MAX_BYTES)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the error log {}: {e} (check the directory, or set --errors-log)",
+                        path.display()
+                    )
+                })?
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        ),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(errors)
+        .init();
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid --log filter {:?}: {e} (try `info` or `tidings=debug`)",
-                    cli.log
-                )
-            })?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli)?;
     match cli.command {
         Command::Up(args) => pipeline::up(args),
         Command::Consume(args) => pipeline::consume(args),
         Command::Serve(args) => pipeline::serve(args),
+        Command::Ingest(args) => pipeline::ingest(args),
+        Command::Errors(args) => ops::digest::run(args),
         Command::Topics(cmd) => pipeline::topics(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,4 +1,7 @@
-//! The live pipeline's subcommands: `tidings up`, `tidings consume`, `tidings topics create`.
+//! The live pipeline's subcommands: `tidings up` (everything in one process), the roles as
+//! separate processes (`tidings consume`, `tidings serve`, `tidings ingest`), and
+//! `tidings topics create`. Every long-running role serves the operations surface of
+//! [`crate::ops`] (`/health`, `/ready`, `/metrics`, `/v1/admin/...`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,9 @@ use tidings_core::keys::meta;
 use tidings_query::http::QueryOptions;
 
 use crate::config::Config;
+use crate::ops::ready::BrokerProbe;
+use crate::ops::{self, webhook, webhook::WebhookArgs, Ops, OpsArgs, Role};
+use tidings_core::control::Control;
 use tidings_core::write::decode_i64;
 use tidings_producers::broker::{BrokerStorage, LocalBroker};
 use tidings_producers::topics::{self, Created, DEFAULT_PARTITIONS};
@@ -99,6 +105,9 @@ pub struct ConsumeArgs {
     /// Pause between background maintenance passes (trimming, unfollow cleanup), in ms.
     #[arg(long, default_value_t = 1_000)]
     pub maintain_interval_ms: u64,
+    /// `/ready` fails while any owned partition is more than this many records behind.
+    #[arg(long, env = "TIDINGS_READY_MAX_LAG", default_value_t = 10_000)]
+    pub ready_max_lag: u64,
 }
 
 /// The tunables that shape a projection: the live consumers, `rebuild`, `restore` and
@@ -131,12 +140,14 @@ impl ProjectorArgs {
 }
 
 impl ConsumeArgs {
-    fn applier(&self, store: Arc<dyn Store>) -> anyhow::Result<Applier> {
+    /// The applier of the live consumers; `control` carries the fan-out switches.
+    fn applier(&self, store: Arc<dyn Store>, control: Arc<Control>) -> anyhow::Result<Applier> {
         let active = store
             .get(&meta::active())
             .context("reading the active projection")?
             .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v));
-        let projector = self.projector.projector(active)?;
+        let mut projector = self.projector.projector(active)?;
+        projector.control = control;
         Ok(Applier::new(store, projector, self.group.clone()))
     }
 
@@ -157,8 +168,9 @@ impl ConsumeArgs {
         Ok((stop, handle))
     }
 
-    fn config(&self, kafka: KafkaConfig, topics: Topics) -> ConsumerConfig {
+    fn config(&self, kafka: KafkaConfig, topics: Topics, control: Arc<Control>) -> ConsumerConfig {
         let mut c = ConsumerConfig::new(kafka);
+        c.control = control;
         c.topics = topics;
         c.group = self.group.clone();
         c.assignment = self.instance;
@@ -189,9 +201,20 @@ pub struct ConsumeCmd {
     kafka: KafkaArgs,
     #[command(flatten)]
     consume: ConsumeArgs,
-    /// The embedded store's directory.
+    /// Data directory: the embedded store (DATA/store, unless --store) and the error log
+    /// (DATA/errors.jsonl).
     #[arg(long, env = "TIDINGS_DATA", default_value = "./data")]
     data: PathBuf,
+    /// The store as a URL instead of DATA/store: `rocksdb:PATH` or `fdb:[CLUSTER_FILE]`
+    /// (needs the `fdb` build feature).
+    #[arg(long, env = "TIDINGS_STORE")]
+    store: Option<String>,
+    /// Serve /metrics, /health, /ready and the admin API on this address (e.g. 0.0.0.0:9464);
+    /// without it, no HTTP server runs.
+    #[arg(long, env = "TIDINGS_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Exit after this many ms without a new record (batch use: catch up, then stop).
     #[arg(long)]
     exit_when_idle_ms: Option<u64>,
@@ -207,10 +230,15 @@ pub struct UpArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     consume: ConsumeArgs,
-    /// Data directory: the embedded store (DATA/store) and the local broker's log (DATA/broker).
+    /// Data directory: the embedded store (DATA/store, unless --store), the local broker's log
+    /// (DATA/broker) and the error log (DATA/errors.jsonl).
     #[arg(long, env = "TIDINGS_DATA", default_value = "./data")]
     data: PathBuf,
-    /// HTTP address of the ingest gateway, the query API, /metrics and /health.
+    /// The store as a URL instead of DATA/store: `rocksdb:PATH` or `fdb:[CLUSTER_FILE]`.
+    #[arg(long, env = "TIDINGS_STORE")]
+    store: Option<String>,
+    /// HTTP address of the ingest gateway, the query API, /metrics, /health, /ready and the
+    /// admin API.
     #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Partitions of topics `up` creates.
@@ -225,15 +253,16 @@ pub struct UpArgs {
     #[command(flatten)]
     query: QueryArgs,
     #[command(flatten)]
+    ops: OpsArgs,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+    #[command(flatten)]
     backups: crate::backup::ScheduleArgs,
 }
 
-/// Query-service settings shared by `up` and `serve`.
+/// Query-service settings shared by `up` and `serve` (the config file is `--config`).
 #[derive(Debug, Clone, Args)]
 pub struct QueryArgs {
-    /// Config file (TOML): aggregation rules, cache size, … (see `tools/src/config.rs`).
-    #[arg(long, env = "TIDINGS_CONFIG")]
-    pub config: Option<PathBuf>,
     /// Page cache bound in MiB, 0 to turn it off (overrides the config file; default 64).
     #[arg(long, env = "TIDINGS_CACHE_MB")]
     pub cache_mb: Option<usize>,
@@ -241,10 +270,18 @@ pub struct QueryArgs {
 
 impl QueryArgs {
     /// The query options from the config file and flags; `backfill` is the consumers'.
-    pub fn options(&self, backfill: usize) -> anyhow::Result<QueryOptions> {
-        let cfg = Config::load(self.config.as_deref())?.query;
-        let mut o = QueryOptions::default();
-        if let Some(rules) = cfg.aggregation {
+    pub fn options(
+        &self,
+        cfg: &Config,
+        backfill: usize,
+        control: Arc<Control>,
+    ) -> anyhow::Result<QueryOptions> {
+        let cfg = &cfg.query;
+        let mut o = QueryOptions {
+            control,
+            ..QueryOptions::default()
+        };
+        if let Some(rules) = cfg.aggregation.clone() {
             o.read.rules = rules;
         }
         if let Some(n) = cfg.max_pulled {
@@ -312,15 +349,62 @@ fn progress_line(s: &Stats) -> String {
     .to_string()
 }
 
+/// The store `--store URL` names, else the embedded one in `data/store`.
+fn store_at(data: &Path, url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    match url {
+        Some(u) => tidings_store::open(u).with_context(|| format!("opening the store {u}")),
+        None => open_store(data),
+    }
+}
+
 /// `tidings consume`: the consumers alone, against `--brokers`.
 pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     let kafka = cmd.kafka.required()?;
-    let store = open_store(&cmd.data)?;
-    let applier = cmd.consume.applier(store.clone())?;
-    let handle = kafka::spawn(cmd.consume.config(kafka, cmd.kafka.topics()), applier)?;
-    let (maintain_stop, maintain) = cmd.consume.maintain(store)?;
+    let cfg = cmd.ops.load_config()?;
+    let token = cmd.ops.token(&cfg);
+    let store = store_at(&cmd.data, cmd.store.as_deref())?;
+    let control = Arc::new(Control::default());
+    // The recorder first: the consume loop's metrics count from its first batch.
+    let metrics = cmd.listen.map(|_| ops::install_metrics()).transpose()?;
+    let applier = cmd.consume.applier(store.clone(), control.clone())?;
+    let topics = cmd.kafka.topics();
+    let handle = kafka::spawn(
+        cmd.consume
+            .config(kafka.clone(), topics.clone(), control.clone()),
+        applier,
+    )?;
+    let (maintain_stop, maintain) = cmd.consume.maintain(store.clone())?;
     let stats = handle.stats();
     let stop = ctrl_c_flag()?;
+    // The operations surface on its own runtime, beside the synchronous loop below.
+    let _http = match (cmd.listen, metrics) {
+        (Some(listen), Some(metrics)) => {
+            let rt = runtime()?;
+            let ops = Arc::new(Ops {
+                role: Role::Consume,
+                control,
+                consumers: Some(handle.monitor()),
+                store: Some(store.clone()),
+                broker: Some(Arc::new(BrokerProbe::new(&kafka, &topics.activities)?)),
+                ready_max_lag: cmd.consume.ready_max_lag,
+            });
+            ops::spawn_store_size(&rt, store.clone(), ops::STORE_SIZE_EVERY);
+            let app = ops::app(axum::Router::new(), ops, token, Vec::new(), metrics);
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(listen))
+                .with_context(|| format!("cannot listen on {listen} (in use? try --listen)"))?;
+            eprintln!(
+                "tidings consume: /metrics, /health, /ready and /v1/admin on http://{listen}"
+            );
+            rt.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the operations HTTP server stopped");
+                }
+            });
+            Some(rt)
+        }
+        _ => None,
+    };
     let mut last_change = Instant::now();
     let mut last_seen = (0, 0, 0);
     let tick = Duration::from_millis(cmd.progress_ms.unwrap_or(100).clamp(5, 10_000));
@@ -351,6 +435,16 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl ConsumeCmd {
+    /// Where WARN and ERROR logs are kept for `tidings errors`.
+    pub fn errors_log(&self) -> PathBuf {
+        self.ops
+            .errors_log
+            .clone()
+            .unwrap_or_else(|| self.data.join("errors.jsonl"))
+    }
+}
+
 pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
@@ -375,7 +469,9 @@ pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    let store = open_store(&args.data)?;
+    let cfg = args.ops.load_config()?;
+    let token = args.ops.token(&cfg);
+    let store = store_at(&args.data, args.store.as_deref())?;
     let _broker;
     let kafka = match &args.kafka.brokers {
         Some(b) => args.kafka.config(b.clone()),
@@ -407,11 +503,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             eprintln!("created topic {t} ({} partitions)", args.partitions);
         }
     }
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let applier = args.consume.applier(store.clone())?;
-    let mut ccfg = args.consume.config(kafka.clone(), topics.clone());
+    let metrics = ops::install_metrics()?;
+    let control = Arc::new(Control::default());
+    let applier = args.consume.applier(store.clone(), control.clone())?;
+    let mut ccfg = args
+        .consume
+        .config(kafka.clone(), topics.clone(), control.clone());
     ccfg.reread_from_start |= args.kafka.brokers.is_none();
     let consumer = kafka::spawn(ccfg, applier)?;
     let (maintain_stop, maintain) = args.consume.maintain(store.clone())?;
@@ -426,22 +523,41 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         args.consume.group.clone(),
         backup_stop.clone(),
     )?;
+    let digests = args.webhook.spawn(
+        webhook::Sources {
+            kafka: kafka.clone(),
+            dlq: topics.dlq.clone(),
+            reread: args.kafka.brokers.is_none(),
+            errors_log: args.errors_log(),
+        },
+        backup_stop.clone(),
+    )?;
     let mut pcfg = ProducerConfig::new(kafka.brokers.clone());
     pcfg.kafka = kafka.clone();
-    pcfg.topics = topics;
+    pcfg.topics = topics.clone();
     let producer = Producer::new(pcfg)?;
-    let qopts = args.query.options(args.consume.projector.backfill)?;
+    let qopts = args
+        .query
+        .options(&cfg, args.consume.projector.backfill, control.clone())?;
     let closing = qopts.closing.clone();
+    let ops = Arc::new(Ops {
+        role: Role::Up,
+        control,
+        consumers: Some(consumer.monitor()),
+        store: Some(store.clone()),
+        broker: Some(Arc::new(BrokerProbe::new(&kafka, &topics.activities)?)),
+        ready_max_lag: args.consume.ready_max_lag,
+    });
+    ops::spawn_store_size(&rt, store.clone(), ops::STORE_SIZE_EVERY);
     let app = tidings_producers::gateway::router(producer)
         .merge(tidings_query::http::router(store.clone(), qopts));
-    serve_http(
+    serve_until_ctrl_c(
         &rt,
         args.listen,
-        app,
-        metrics,
+        ops::app(app, ops, token, Vec::new(), metrics),
         closing,
         format!(
-            "tidings is up: http://{} (POST /v1/activities, GET /v1/feeds/{{user}}/home, /metrics, /health); Ctrl-C stops",
+            "tidings is up: http://{} (POST /v1/activities, GET /v1/feeds/{{user}}/home, /metrics, /health, /ready, /v1/admin); Ctrl-C stops",
             args.listen
         ),
         "stopping: draining the batch in flight",
@@ -455,8 +571,21 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         // A backup in progress finishes first (its directory would be left incomplete).
         let _ = b.join();
     }
+    if let Some(d) = digests {
+        let _ = d.join();
+    }
     eprintln!("stopped cleanly; {}", progress_line(&stats));
     Ok(())
+}
+
+impl UpArgs {
+    /// Where WARN and ERROR logs are kept for `tidings errors` and the digest webhook.
+    pub fn errors_log(&self) -> PathBuf {
+        self.ops
+            .errors_log
+            .clone()
+            .unwrap_or_else(|| self.data.join("errors.jsonl"))
+    }
 }
 
 /// Flags of `tidings serve`.
@@ -465,7 +594,7 @@ pub struct ServeArgs {
     /// The store: `rocksdb:PATH[?…]` or `fdb:[CLUSTER_FILE]` (needs the `fdb` build feature).
     #[arg(long, env = "TIDINGS_STORE")]
     store: String,
-    /// HTTP address of the query API, /metrics and /health.
+    /// HTTP address of the query API, /metrics, /health, /ready and the admin API.
     #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// The consumers' `--backfill`, so pulled authors page like pushed ones.
@@ -473,22 +602,40 @@ pub struct ServeArgs {
     backfill: usize,
     #[command(flatten)]
     query: QueryArgs,
+    #[command(flatten)]
+    pub(crate) ops: OpsArgs,
 }
 
 /// `tidings serve`: the query service alone.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.ops.load_config()?;
+    let token = args.ops.token(&cfg);
     let store = tidings_store::open(&args.store)
         .with_context(|| format!("opening the store {}", args.store))?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let qopts = args.query.options(args.backfill)?;
+    let metrics = ops::install_metrics()?;
+    let control = Arc::new(Control::default());
+    let qopts = args.query.options(&cfg, args.backfill, control.clone())?;
     let closing = qopts.closing.clone();
-    serve_http(
-        &runtime()?,
+    let ops = Arc::new(Ops {
+        role: Role::Serve,
+        control,
+        consumers: None,
+        store: Some(store.clone()),
+        broker: None,
+        ready_max_lag: 0,
+    });
+    let rt = runtime()?;
+    ops::spawn_store_size(&rt, store.clone(), ops::STORE_SIZE_EVERY);
+    serve_until_ctrl_c(
+        &rt,
         args.listen,
-        tidings_query::http::router(store, qopts),
-        metrics,
+        ops::app(
+            tidings_query::http::router(store, qopts),
+            ops,
+            token,
+            Vec::new(),
+            metrics,
+        ),
         closing,
         format!(
             "tidings query service on http://{}; Ctrl-C stops",
@@ -498,26 +645,66 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
 }
 
-/// Adds `/health` and `/metrics` to `app` and serves it on `listen` until Ctrl-C, which sets
-/// `closing` (open event streams end) and prints `stopping`.
-fn serve_http(
+/// Flags of `tidings ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// HTTP address of the ingest gateway, /metrics, /health, /ready and the admin API.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    pub(crate) ops: OpsArgs,
+}
+
+/// `tidings ingest`: the HTTP ingest gateway alone, against `--brokers`.
+pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let kafka = args.kafka.required()?;
+    let cfg = args.ops.load_config()?;
+    let token = args.ops.token(&cfg);
+    let topics = args.kafka.topics();
+    let metrics = ops::install_metrics()?;
+    let mut pcfg = ProducerConfig::new(kafka.brokers.clone());
+    pcfg.kafka = kafka.clone();
+    pcfg.topics = topics.clone();
+    let producer = Producer::new(pcfg)?;
+    let ops = Arc::new(Ops {
+        role: Role::Ingest,
+        control: Arc::default(),
+        consumers: None,
+        store: None,
+        broker: Some(Arc::new(BrokerProbe::new(&kafka, &topics.activities)?)),
+        ready_max_lag: 0,
+    });
+    serve_until_ctrl_c(
+        &runtime()?,
+        args.listen,
+        ops::app(
+            tidings_producers::gateway::router(producer),
+            ops,
+            token,
+            Vec::new(),
+            metrics,
+        ),
+        Arc::new(AtomicBool::new(false)),
+        format!(
+            "tidings ingest gateway on http://{} → {}; Ctrl-C stops",
+            args.listen, kafka.brokers
+        ),
+        "stopping",
+    )
+}
+
+/// Serves `app` on `listen` until Ctrl-C, which sets `closing` (open event streams end) and
+/// prints `stopping`.
+fn serve_until_ctrl_c(
     rt: &tokio::runtime::Runtime,
     listen: SocketAddr,
     app: axum::Router,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
     closing: Arc<AtomicBool>,
     banner: String,
     stopping: &'static str,
 ) -> anyhow::Result<()> {
-    let app = app
-        .route("/health", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { m.render() }
-            }),
-        );
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -15,6 +15,7 @@ use tidings_store::rocks::{RocksOptions, RocksStore};
 use tidings_store::{RangeOptions, Store};
 
 pub mod model;
+pub mod roles;
 
 pub const PARTITIONS: i32 = 4;
 
