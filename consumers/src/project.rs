@@ -10,7 +10,7 @@
 //! index and message keys (feed-version counters, being cache validators, may move again).
 
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Update};
-use tidings_core::fanout::{self, FanoutConfig, GraphView, Placement, Plan};
+use tidings_core::fanout::{self, FanoutConfig, FanoutOptions, GraphView, Placement, Plan};
 use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
 use tidings_core::keys::messages::{self, MessageValue};
 use tidings_core::keys::{self, pull, Projection};
@@ -94,9 +94,23 @@ impl Projector {
         body: &[u8],
         resume: Option<UserId>,
     ) -> Result<Step, ProjectError> {
+        self.plan_with(view, event, body, &FanoutOptions::default(), resume)
+    }
+
+    /// [`Projector::plan`] with the fan-out options the processor chain chose for the event
+    /// (which feeds an activity goes to; whether blockers and muters are skipped). Give the
+    /// same options to every step of one event.
+    pub fn plan_with(
+        &self,
+        view: &dyn ReadView,
+        event: &Event,
+        body: &[u8],
+        opts: &FanoutOptions,
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
         let graph = StoreGraph::new(view, self.projection);
         match event {
-            Event::Activity(a) => self.activity(view, &graph, a, body, resume),
+            Event::Activity(a) => self.activity(view, &graph, a, body, opts, resume),
             Event::Retraction(r) => self.retraction(view, &graph, r, resume),
             Event::Update(u) => self.update(view, u),
             Event::Graph(g) => self.graph(view, &graph, g),
@@ -132,6 +146,7 @@ impl Projector {
         graph: &StoreGraph<'_>,
         a: &Activity,
         body: &[u8],
+        opts: &FanoutOptions,
         resume: Option<UserId>,
     ) -> Result<Step, ProjectError> {
         if resume.is_none() {
@@ -150,6 +165,7 @@ impl Projector {
             body.to_vec(),
             graph,
             &self.fanout,
+            opts,
             resume,
         )?;
         // Not pushed (hybrid): make sure readers pull this author.

@@ -33,6 +33,15 @@ impl GraphView for Graph {
             .take(limit)
             .collect())
     }
+    fn excluded(
+        &self,
+        _actor: UserId,
+        users: &[UserId],
+        _blocks: bool,
+        _mutes: bool,
+    ) -> Result<Vec<bool>, Infallible> {
+        Ok(vec![false; users.len()])
+    }
 }
 
 /// Applies mutations with FoundationDB semantics to a sorted map.
@@ -108,7 +117,16 @@ fn run_activity(
     let mut resume = None;
     let mut steps = 0;
     loop {
-        let plan = plan_activity(1, a, b"body".to_vec(), g, cfg, resume).unwrap();
+        let plan = plan_activity(
+            1,
+            a,
+            b"body".to_vec(),
+            g,
+            cfg,
+            &FanoutOptions::default(),
+            resume,
+        )
+        .unwrap();
         apply(kv, &plan.mutations);
         steps += 1;
         match plan.resume {
@@ -128,7 +146,16 @@ fn run_activity(
 fn activity_reaches_followers_recipients_and_author() {
     let g = graph_with(1, [2, 3, 4]);
     let a = activity(1, vec![5, 1, 5]);
-    let plan = plan_activity(1, &a, b"body".to_vec(), &g, &FanoutConfig::default(), None).unwrap();
+    let plan = plan_activity(
+        1,
+        &a,
+        b"body".to_vec(),
+        &g,
+        &FanoutConfig::default(),
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(plan.resume, None);
     // user + own home + notification for 5 (the actor and the duplicate are skipped) + 3 followers.
     assert_eq!(plan.entries, 6);
@@ -167,7 +194,16 @@ fn authors_above_the_threshold_are_not_pushed() {
         hybrid_threshold: 9,
         ..FanoutConfig::default()
     };
-    let plan = plan_activity(1, &activity(1, vec![]), vec![], &g, &cfg, None).unwrap();
+    let plan = plan_activity(
+        1,
+        &activity(1, vec![]),
+        vec![],
+        &g,
+        &cfg,
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(
         plan.entries, 2,
         "only the author's own user and home entries"
@@ -176,7 +212,16 @@ fn authors_above_the_threshold_are_not_pushed() {
         hybrid_threshold: 10,
         ..FanoutConfig::default()
     };
-    let plan = plan_activity(1, &activity(1, vec![]), vec![], &g, &cfg, None).unwrap();
+    let plan = plan_activity(
+        1,
+        &activity(1, vec![]),
+        vec![],
+        &g,
+        &cfg,
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(plan.entries, 12, "at the threshold, still pushed");
 }
 
@@ -365,4 +410,153 @@ fn placement_round_trips() {
     assert_eq!(Placement::decode(p.id, &p.encode()), Some(p.clone()));
     assert_eq!(Placement::decode(p.id, &p.encode()[..10]), None);
     assert_eq!(Placement::decode(p.id, &[0xff; 12]), None);
+}
+
+/// `g`, where `blockers` block the author and `muters` mute them; counts the lookups.
+struct Filtering<'a> {
+    g: &'a Graph,
+    blockers: BTreeSet<UserId>,
+    muters: BTreeSet<UserId>,
+    lookups: std::cell::Cell<usize>,
+}
+
+impl GraphView for Filtering<'_> {
+    type Error = Infallible;
+    fn follower_count(&self, user: UserId) -> Result<u64, Infallible> {
+        self.g.follower_count(user)
+    }
+    fn followers_after(
+        &self,
+        user: UserId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, Infallible> {
+        self.g.followers_after(user, after, limit)
+    }
+    fn excluded(
+        &self,
+        _actor: UserId,
+        users: &[UserId],
+        blocks: bool,
+        mutes: bool,
+    ) -> Result<Vec<bool>, Infallible> {
+        self.lookups.set(self.lookups.get() + 1);
+        Ok(users
+            .iter()
+            .map(|u| (blocks && self.blockers.contains(u)) || (mutes && self.muters.contains(u)))
+            .collect())
+    }
+}
+
+/// Runs an activity's plan to completion with `opts`; returns the number of steps.
+fn run_with(
+    kv: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    a: &Activity,
+    g: &impl GraphView<Error = Infallible>,
+    cfg: &FanoutConfig,
+    opts: &FanoutOptions,
+) -> usize {
+    let mut resume = None;
+    for steps in 1.. {
+        let plan = plan_activity(1, a, b"body".to_vec(), g, cfg, opts, resume).unwrap();
+        apply(kv, &plan.mutations);
+        resume = plan.resume;
+        if resume.is_none() {
+            return steps;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn blockers_and_muters_are_skipped_with_one_lookup_per_step() {
+    let g = graph_with(1, [2, 3, 4, 5, 6]);
+    let f = Filtering {
+        g: &g,
+        blockers: [3, 7].into(),
+        muters: [4].into(),
+        lookups: Default::default(),
+    };
+    let cfg = FanoutConfig {
+        max_entries_per_step: 3,
+        ..FanoutConfig::default()
+    };
+    let a = activity(1, vec![7, 8]);
+
+    let opts = FanoutOptions {
+        skip_blocking_followers: true,
+        skip_muting_followers: true,
+        skip_blocking_recipients: true,
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    assert_eq!(run_with(&mut kv, &a, &f, &cfg, &opts), 2);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1, 2, 5, 6]);
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![8]);
+    // The recipients once, then one lookup per fan-out step.
+    assert_eq!(f.lookups.get(), 3);
+    assert!(!kv.contains_key(&fanout::key(1, a.id)), "fan-out finished");
+
+    // Blocks only: the muter still gets it.
+    let opts = FanoutOptions {
+        skip_blocking_followers: true,
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &f, &cfg, &opts);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1, 2, 4, 5, 6]);
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![7, 8]);
+}
+
+#[test]
+fn targets_choose_the_feeds_and_a_retraction_still_removes_everything() {
+    let g = graph_with(1, [2, 3]);
+    let a = activity(1, vec![5]);
+    let cfg = FanoutConfig::default();
+    let only_notes = FanoutOptions {
+        targets: Targets {
+            followers: false,
+            own: false,
+            notifications: true,
+        },
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &g, &cfg, &only_notes);
+    assert_eq!(
+        feed_owners(&kv, FeedKind::Home, 0..10),
+        Vec::<UserId>::new()
+    );
+    assert_eq!(
+        feed_owners(&kv, FeedKind::User, 0..10),
+        Vec::<UserId>::new()
+    );
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![5]);
+    assert_eq!(kv.get(&messages::key(1, a.id)).unwrap(), b"body");
+
+    let own_and_notes = FanoutOptions {
+        targets: Targets {
+            followers: false,
+            ..Targets::default()
+        },
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &g, &cfg, &own_and_notes);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1]);
+    assert_eq!(feed_owners(&kv, FeedKind::User, 0..10), vec![1]);
+
+    // The retraction does not know how it was routed: it clears every place it could be.
+    let r = Retraction {
+        id: EventId::from_bytes([8; 16]),
+        activity_id: a.id,
+        actor: 1,
+        time_ms: 2_000,
+        producer: Producer::new("t", "1"),
+    };
+    let plan = plan_retraction(1, &r, &Placement::from(&a), &g, &cfg, None).unwrap();
+    apply(&mut kv, &plan.mutations);
+    for kind in FeedKind::ALL {
+        assert_eq!(feed_owners(&kv, kind, 0..10), Vec::<UserId>::new());
+    }
 }
