@@ -199,5 +199,14 @@ pub fn build(cfg: &PipelineConfig) -> Result<Chain, ProcessError> {
             processor: pc.compile(&ids, i)?,
         });
     }
-    Ok(Chain { slots, index })
+    let fingerprint = format!("{:?}", cfg.processor)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    Ok(Chain {
+        slots,
+        index,
+        fingerprint,
+    })
 }

@@ -307,6 +307,10 @@ impl Ctx<'_> {
 /// One kind of processor.
 pub(crate) trait Processor: Send + Sync + fmt::Debug {
     fn process(&self, cx: &mut Ctx<'_>) -> Result<Decision, ProcessError>;
+    /// Topics it sends side outputs to by itself (besides `emit`).
+    fn topics(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One configured processor.
@@ -323,6 +327,7 @@ struct Slot {
 pub struct Chain {
     slots: Vec<Slot>,
     index: HashMap<String, usize>,
+    fingerprint: u64,
 }
 
 /// `(id, kind)` of every processor, in order: what a reload reports.
@@ -348,6 +353,29 @@ impl Chain {
     /// How many processors.
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// A stable hash of the configuration the chain was built from (FNV-1a over its debug
+    /// form): a rebuild records it so a resumed rebuild runs the same chain.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Every topic the chain may send side outputs to, sorted, without repeats (to create them
+    /// before the consumers start).
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .slots
+            .iter()
+            .flat_map(|s| {
+                let mut t = s.processor.topics();
+                t.extend(s.emit.iter().map(|e| e.topic.clone()));
+                t
+            })
+            .collect();
+        t.sort();
+        t.dedup();
+        t
     }
 
     /// `(id, kind)` of every processor, in order.

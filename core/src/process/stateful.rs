@@ -223,4 +223,8 @@ impl Processor for RateLimit {
             note,
         ))
     }
+
+    fn topics(&self) -> Vec<String> {
+        self.0.excess_topic.iter().cloned().collect()
+    }
 }

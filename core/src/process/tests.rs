@@ -512,3 +512,31 @@ fn bad_configs_are_refused_naming_the_processor() {
         vec![("a".into(), "rule".into()), ("b".into(), "rule".into())]
     );
 }
+
+#[test]
+fn topics_and_fingerprints() {
+    let text = |max: u32| {
+        format!(
+            r#"
+[[pipeline.processor]]
+id = "f"
+kind = "rate_limit"
+max_events = {max}
+per_ms = 1000
+excess_topic = "later"
+emit = {{ topic = "audit" }}
+
+[[pipeline.processor]]
+id = "r"
+kind = "rule"
+when = "true"
+emit = {{ topic = "audit" }}
+"#
+        )
+    };
+    let (a, b, c) = (chain(&text(1)), chain(&text(1)), chain(&text(2)));
+    assert_eq!(a.topics(), vec!["audit".to_string(), "later".to_string()]);
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_ne!(a.fingerprint(), c.fingerprint());
+    assert_ne!(Chain::default().fingerprint(), a.fingerprint());
+}
