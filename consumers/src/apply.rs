@@ -15,6 +15,12 @@
 //! pending writes, so each event sees the ones before it exactly as if committed alone.
 //! Records that cannot be decoded or are rejected become dead letters, acknowledged by the
 //! dead-letter sink **before** the batch that moves the offset past them is committed.
+//!
+//! Between decoding and planning, each event goes through the processor chain (see
+//! [`crate::chain`]): it may be dropped, stopped or dead-lettered (its offset still moves),
+//! transformed (the re-encoded body is stored), routed, and it may push side outputs, which the
+//! sink acknowledges before the commit, like dead letters. The chain's state writes join the
+//! batch and the overlay, so later events of the batch see them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +29,13 @@ use std::time::Instant;
 
 use tidings_core::clock::Clock;
 use tidings_core::event::Event;
+use tidings_core::fanout::FanoutOptions;
 use tidings_core::keys::{self, Projection};
+use tidings_core::process::{Flow, Input, Verdict};
 use tidings_core::write::{decode_i64, encode_i64};
 use tidings_store::{Overlay, Store, WriteBatch};
 
+use crate::chain::{self, ChainHandle, SideRecord, StoreState, Tally};
 use crate::project::{ProjectError, Projector};
 
 /// Aim for store batches under this many bytes (FoundationDB's advice: under 1 MB).
@@ -71,10 +80,13 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// Where dead letters go; [`DeadLetterSink::send`] returns once every letter is durable.
+/// Where dead letters and side outputs go; both methods return once everything is durable.
 pub trait DeadLetterSink {
     /// Sends and waits for acknowledgement; an error means "not durable, do not move on".
     fn send(&self, letters: &[DeadLetter]) -> Result<(), String>;
+    /// Sends the processor chain's side outputs and waits for acknowledgement, like
+    /// [`DeadLetterSink::send`] (a rebuild's sink counts them instead: they were sent live).
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String>;
 }
 
 /// The expected stored offset per partition this consumer owns (`None`: nothing stored yet).
@@ -93,6 +105,12 @@ pub struct Applied {
     pub entries: u64,
     /// Store batches committed.
     pub batches: u64,
+    /// Events the processor chain dropped.
+    pub dropped: u64,
+    /// Events the processor chain stopped (`term`).
+    pub terminated: u64,
+    /// Side outputs sent.
+    pub side_outputs: u64,
 }
 
 /// The result of applying a run of records.
@@ -120,6 +138,12 @@ pub enum ApplyError {
     /// The dead letter topic did not acknowledge.
     #[error("dead letter topic: {0}")]
     DeadLetters(String),
+    /// A side output's topic did not acknowledge (does the topic exist?).
+    #[error("side output: {0}")]
+    SideOutputs(String),
+    /// The processor chain could not read its state.
+    #[error("processor chain: {0}")]
+    Processor(String),
 }
 
 /// Running totals, shared with whoever reports progress.
@@ -141,6 +165,12 @@ pub struct Stats {
     pub fenced: AtomicU64,
     /// Records left out by a skip filter (a rebuild's `--skip`); their offsets still move.
     pub filtered: AtomicU64,
+    /// Events the processor chain dropped.
+    pub dropped: AtomicU64,
+    /// Events the processor chain stopped (`term`).
+    pub terminated: AtomicU64,
+    /// Side outputs sent.
+    pub side_outputs: AtomicU64,
 }
 
 /// Publish→visible latency, in ms: the time an event's effects were committed (readable by
@@ -187,14 +217,22 @@ impl VisibleLatency {
 }
 
 impl Stats {
-    /// Records finished: applied or sent to the dead letter topic (redeliveries not counted).
+    /// Records finished: applied, sent to the dead letter topic, or dropped or stopped by the
+    /// processor chain (redeliveries not counted).
     pub fn finished(&self) -> u64 {
-        self.events.load(Ordering::Relaxed) + self.dead.load(Ordering::Relaxed)
+        self.events.load(Ordering::Relaxed)
+            + self.dead.load(Ordering::Relaxed)
+            + self.dropped.load(Ordering::Relaxed)
+            + self.terminated.load(Ordering::Relaxed)
     }
 
     fn add(&self, a: &Applied) {
         self.events.fetch_add(a.events, Ordering::Relaxed);
         self.dead.fetch_add(a.dead, Ordering::Relaxed);
+        self.dropped.fetch_add(a.dropped, Ordering::Relaxed);
+        self.terminated.fetch_add(a.terminated, Ordering::Relaxed);
+        self.side_outputs
+            .fetch_add(a.side_outputs, Ordering::Relaxed);
         self.entries.fetch_add(a.entries, Ordering::Relaxed);
         self.batches.fetch_add(a.batches, Ordering::Relaxed);
     }
@@ -219,6 +257,7 @@ pub struct Applier {
     consumer: String,
     stats: Arc<Stats>,
     skip: Option<SkipFilter>,
+    chain: ChainHandle,
     batch_bytes: usize,
     /// When following the active projection: the raw `("meta","active")` value this applier
     /// was chosen by. Every commit requires it unchanged, so a batch polled just before a
@@ -231,6 +270,8 @@ struct Pending {
     batch: WriteBatch,
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
+    side: Vec<SideRecord>,
+    tally: Tally,
     applied: Applied,
     /// `batch.size()` so far, kept as events are added (recomputing it per event is quadratic).
     bytes: usize,
@@ -244,6 +285,8 @@ impl Pending {
             batch: WriteBatch::new(),
             next: BTreeMap::new(),
             dead: Vec::new(),
+            side: Vec::new(),
+            tally: Tally::default(),
             applied: Applied::default(),
             bytes: 0,
             published_ms: Vec::new(),
@@ -251,8 +294,19 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.batch.is_empty() && self.next.is_empty() && self.dead.is_empty()
+        self.batch.is_empty()
+            && self.next.is_empty()
+            && self.dead.is_empty()
+            && self.side.is_empty()
     }
+}
+
+/// What the remaining steps of a split fan-out need: the event after the chain, the body to
+/// store and the fan-out options the chain chose.
+struct Rest<'a> {
+    event: &'a Event,
+    body: &'a [u8],
+    opts: &'a FanoutOptions,
 }
 
 fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
@@ -277,6 +331,7 @@ impl Applier {
             consumer: consumer.into(),
             stats: Arc::default(),
             skip: None,
+            chain: ChainHandle::default(),
             batch_bytes: BATCH_BYTES,
             active_guard: None,
         }
@@ -294,6 +349,18 @@ impl Applier {
     pub fn with_skip(mut self, skip: SkipFilter) -> Self {
         self.skip = Some(skip);
         self
+    }
+
+    /// Runs the processor chain `handle` holds (swappable between batches; every clone of this
+    /// applier shares the handle).
+    pub fn with_chain(mut self, handle: ChainHandle) -> Self {
+        self.chain = handle;
+        self
+    }
+
+    /// The handle of the processor chain this applier runs.
+    pub fn chain(&self) -> &ChainHandle {
+        &self.chain
     }
 
     /// Aims for store batches of `bytes` instead of [`BATCH_BYTES`] (bulk rebuilds; keep it
@@ -363,6 +430,8 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         let mut total = Applied::default();
+        // Once per call: a swapped chain takes effect from the next call (between batches).
+        let (procs, _) = self.chain.current();
         let mut i = 0;
         while i < records.len() {
             let snap = self.store.snapshot()?;
@@ -412,7 +481,6 @@ impl Applier {
                     i += 1;
                     continue;
                 }
-                let body = r.payload.as_deref().unwrap_or_default();
                 let resume = match self.projector.stored_resume(&overlay, &event) {
                     Ok(r) => r,
                     Err(ProjectError::Store(e)) => return Err(e.into()),
@@ -423,7 +491,65 @@ impl Applier {
                         continue;
                     }
                 };
-                let step = match self.projector.plan(&overlay, &event, body, resume) {
+                let mut event = event;
+                let mut opts = FanoutOptions::default();
+                let mut encoded = None;
+                if !procs.is_empty() {
+                    let input = Input {
+                        event: &event,
+                        origin: &chain::origin(r),
+                        resuming: resume.is_some(),
+                    };
+                    let run = procs
+                        .run(self.projector.projection, input, &StoreState(&overlay))
+                        .map_err(|e| ApplyError::Processor(e.to_string()))?;
+                    p.tally.add(&run);
+                    overlay.apply(&run.mutations);
+                    p.bytes += run.mutations.iter().map(|m| m.size()).sum::<usize>();
+                    p.batch.extend(run.mutations);
+                    p.side
+                        .extend(run.side_outputs.iter().map(|s| chain::render(s, r)));
+                    let stop = match run.verdict {
+                        Verdict::Project => None,
+                        Verdict::Term { .. } => {
+                            p.applied.terminated += 1;
+                            Some(())
+                        }
+                        Verdict::Drop { .. } => {
+                            p.applied.dropped += 1;
+                            Some(())
+                        }
+                        Verdict::DeadLetter { code, reason, .. } => {
+                            p.dead.push(dead_letter(r, &code, reason));
+                            Some(())
+                        }
+                    };
+                    if stop.is_some() {
+                        p.next.insert(tp, r.offset + 1);
+                        i += 1;
+                        continue;
+                    }
+                    if resume.is_some()
+                        && run
+                            .steps
+                            .last()
+                            .is_some_and(|s| !matches!(s.flow, Flow::Next | Flow::Jump(_)))
+                    {
+                        tracing::warn!(id = %event.id(), "a resumed fan-out is finished although the chain now stops this event: it was admitted by the chain in force when its first step committed");
+                    }
+                    if run.changed {
+                        encoded = Some(tidings_schemas::encode(&run.event));
+                    }
+                    event = run.event;
+                    opts = run.fanout;
+                }
+                let body = encoded
+                    .as_deref()
+                    .unwrap_or_else(|| r.payload.as_deref().unwrap_or_default());
+                let step = match self
+                    .projector
+                    .plan_with(&overlay, &event, body, &opts, resume)
+                {
                     Ok(s) => s,
                     Err(ProjectError::Rejected(why)) => {
                         p.dead.push(dead_letter(r, "rejected", why));
@@ -449,15 +575,14 @@ impl Applier {
                             stored,
                         });
                     }
-                    if let Some(stored) = self.finish_fanout(
-                        positions,
-                        r,
-                        &event,
+                    let rest = Rest {
+                        event: &event,
                         body,
-                        Some(cursor),
-                        dlq,
-                        &mut total,
-                    )? {
+                        opts: &opts,
+                    };
+                    if let Some(stored) =
+                        self.finish_fanout(positions, r, &rest, Some(cursor), dlq, &mut total)?
+                    {
                         return Ok(Outcome::Fenced {
                             applied: total,
                             stored,
@@ -490,13 +615,11 @@ impl Applier {
 
     /// The remaining steps of a split fan-out, each its own batch; the last one moves the
     /// offset past the event.
-    #[allow(clippy::too_many_arguments)]
     fn finish_fanout(
         &self,
         positions: &mut Positions,
         r: &Record,
-        event: &Event,
-        body: &[u8],
+        rest: &Rest<'_>,
         mut resume: Option<tidings_core::UserId>,
         dlq: &dyn DeadLetterSink,
         total: &mut Applied,
@@ -504,7 +627,10 @@ impl Applier {
         while resume.is_some() {
             let step = {
                 let snap = self.store.snapshot()?;
-                match self.projector.plan(&*snap, event, body, resume) {
+                match self
+                    .projector
+                    .plan_with(&*snap, rest.event, rest.body, rest.opts, resume)
+                {
                     Ok(s) => s,
                     Err(ProjectError::Store(e)) => return Err(e.into()),
                     Err(ProjectError::Rejected(why)) => {
@@ -544,6 +670,10 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
         total: &mut Applied,
     ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
+        if !p.side.is_empty() {
+            dlq.emit(&p.side).map_err(ApplyError::SideOutputs)?;
+            p.applied.side_outputs += p.side.len() as u64;
+        }
         if !p.dead.is_empty() {
             dlq.send(&p.dead).map_err(ApplyError::DeadLetters)?;
             p.applied.dead += p.dead.len() as u64;
@@ -576,11 +706,15 @@ impl Applier {
                 }
                 p.applied.batches = 1;
                 self.stats.add(&p.applied);
+                std::mem::take(&mut p.tally).export();
                 self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
                 total.events += p.applied.events;
                 total.dead += p.applied.dead;
+                total.dropped += p.applied.dropped;
+                total.terminated += p.applied.terminated;
+                total.side_outputs += p.applied.side_outputs;
                 total.entries += p.applied.entries;
                 total.batches += 1;
                 Ok(None)

@@ -24,6 +24,7 @@ use tidings_producers::{KafkaConfig, Topics};
 use crate::apply::{
     Applier, DeadLetter, DeadLetterSink, Outcome, Positions, Record, Stats, TopicPartition,
 };
+use crate::chain::SideRecord;
 
 /// Who owns which partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +238,8 @@ impl ConsumerContext for Ctx {
 }
 
 /// Dead letters to `tidings.dlq`: the original key and value, with headers `reason`,
-/// `reason-code`, `source-topic`, `source-partition`, `source-offset`.
+/// `reason-code`, `source-topic`, `source-partition`, `source-offset`. Also sends the processor
+/// chain's side outputs to their topics (headers in [`SideRecord::headers`]).
 pub struct KafkaDeadLetters {
     producer: FutureProducer,
     topic: String,
@@ -314,6 +316,46 @@ impl DeadLetterSink for KafkaDeadLetters {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(format!("dead letter not acknowledged: {e}")),
                 Err(_) => return Err("dead letter producer shut down".into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String> {
+        let mut pending = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let mut headers = OwnedHeaders::new_with_capacity(o.headers.len());
+            for (k, v) in &o.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&o.topic)
+                .headers(headers)
+                .payload(o.payload.as_slice());
+            if let Some(k) = &o.key {
+                rec = rec.key(k.as_slice());
+            }
+            pending.push((
+                &o.topic,
+                self.producer
+                    .send_result(rec)
+                    .map_err(|(e, _)| e.to_string())?,
+            ));
+        }
+        // Acknowledged before the batch commits (at-least-once; see `chain`).
+        let (topics, futs): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let results = futures::executor::block_on(futures::future::join_all(futs));
+        for (topic, result) in topics.into_iter().zip(results) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    return Err(format!(
+                        "side output to {topic} not acknowledged: {e} (create the topic, or fix the processor's topic in the config)"
+                    ))
+                }
+                Err(_) => return Err("side output producer shut down".into()),
             }
         }
         Ok(())
