@@ -1,4 +1,8 @@
 //! The live pipeline's subcommands: `tidings up`, `tidings consume`, `tidings topics create`.
+//!
+//! `up` and `consume` run the processor chain of `--config` and watch the file: an edit swaps
+//! the chain between batches (`crate::chain`); `up` also serves `POST /v1/admin/pipeline`
+//! with `--admin-token`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,9 @@ use tidings_consumers::project::Projector;
 use tidings_core::keys::meta;
 use tidings_query::http::QueryOptions;
 
+use crate::chain::{EnsureTopics, Reloader};
 use crate::config::Config;
+use tidings_consumers::chain::ChainHandle;
 use tidings_core::write::decode_i64;
 use tidings_producers::broker::{BrokerStorage, LocalBroker};
 use tidings_producers::topics::{self, Created, DEFAULT_PARTITIONS};
@@ -131,13 +137,13 @@ impl ProjectorArgs {
 }
 
 impl ConsumeArgs {
-    fn applier(&self, store: Arc<dyn Store>) -> anyhow::Result<Applier> {
+    fn applier(&self, store: Arc<dyn Store>, chain: ChainHandle) -> anyhow::Result<Applier> {
         let active = store
             .get(&meta::active())
             .context("reading the active projection")?
             .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v));
         let projector = self.projector.projector(active)?;
-        Ok(Applier::new(store, projector, self.group.clone()))
+        Ok(Applier::new(store, projector, self.group.clone()).with_chain(chain))
     }
 
     /// Starts feed maintenance (trimming, unfollow cleanup) on its own thread.
@@ -172,13 +178,17 @@ impl ConsumeArgs {
 /// `tidings topics …`
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Creates tidings' topics that do not exist yet.
+    /// Creates tidings' topics that do not exist yet (and, with --config, the processor
+    /// chain's side-output topics).
     Create {
         #[command(flatten)]
         kafka: KafkaArgs,
         /// Partitions of each new topic.
         #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
         partitions: i32,
+        /// Config file: also create the topics its `[pipeline]` sends side outputs to.
+        #[arg(long, env = "TIDINGS_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -192,6 +202,13 @@ pub struct ConsumeCmd {
     /// The embedded store's directory.
     #[arg(long, env = "TIDINGS_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Config file (TOML) whose `[pipeline]` processor chain the consumers run; watched, and
+    /// reloaded between batches when it changes (see `tools/src/config.rs`).
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
+    /// How often the config file is checked for changes, in ms.
+    #[arg(long, default_value_t = 1_000)]
+    config_poll_ms: u64,
     /// Exit after this many ms without a new record (batch use: catch up, then stop).
     #[arg(long)]
     exit_when_idle_ms: Option<u64>,
@@ -224,6 +241,12 @@ pub struct UpArgs {
     broker_in_memory: bool,
     #[command(flatten)]
     query: QueryArgs,
+    /// How often the config file is checked for changes (processor chain hot reload), in ms.
+    #[arg(long, default_value_t = 1_000)]
+    config_poll_ms: u64,
+    /// Bearer token of `POST /v1/admin/pipeline` (without it the route answers 403).
+    #[arg(long, env = "TIDINGS_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     #[command(flatten)]
     backups: crate::backup::ScheduleArgs,
 }
@@ -231,7 +254,8 @@ pub struct UpArgs {
 /// Query-service settings shared by `up` and `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct QueryArgs {
-    /// Config file (TOML): aggregation rules, cache size, … (see `tools/src/config.rs`).
+    /// Config file (TOML): aggregation rules, cache size, the processor chain … (see
+    /// `tools/src/config.rs`).
     #[arg(long, env = "TIDINGS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Page cache bound in MiB, 0 to turn it off (overrides the config file; default 64).
@@ -284,11 +308,25 @@ pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
 /// `tidings topics create`.
 pub fn topics(cmd: TopicsCommand) -> anyhow::Result<()> {
     match cmd {
-        TopicsCommand::Create { kafka, partitions } => {
+        TopicsCommand::Create {
+            kafka,
+            partitions,
+            config,
+        } => {
             let cfg = kafka.required()?;
-            let created = runtime()?
+            let side = match &config {
+                Some(path) => Config::chain(Some(path))?.topics(),
+                None => Vec::new(),
+            };
+            let side: Vec<&str> = side.iter().map(String::as_str).collect();
+            let rt = runtime()?;
+            let mut created = rt
                 .block_on(topics::create(&cfg, &kafka.topics(), partitions))
                 .map_err(anyhow::Error::msg)?;
+            created.extend(
+                rt.block_on(topics::create_named(&cfg, &side, partitions))
+                    .map_err(anyhow::Error::msg)?,
+            );
             for c in created {
                 match c {
                     Created::New(t) => println!("created {t} ({partitions} partitions)"),
@@ -316,9 +354,18 @@ fn progress_line(s: &Stats) -> String {
 pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     let kafka = cmd.kafka.required()?;
     let store = open_store(&cmd.data)?;
-    let applier = cmd.consume.applier(store.clone())?;
+    let loaded = cmd.config.as_deref().and_then(crate::chain::stamp);
+    let chain = crate::chain::handle_from(cmd.config.as_deref())?;
+    let applier = cmd.consume.applier(store.clone(), chain.clone())?;
     let handle = kafka::spawn(cmd.consume.config(kafka, cmd.kafka.topics()), applier)?;
     let (maintain_stop, maintain) = cmd.consume.maintain(store)?;
+    // Side-output topics must exist on the cluster (`tidings topics create --config F`).
+    let watch = watch_config(
+        cmd.config.as_deref(),
+        loaded,
+        Reloader::new(chain, None),
+        cmd.config_poll_ms,
+    )?;
     let stats = handle.stats();
     let stop = ctrl_c_flag()?;
     let mut last_change = Instant::now();
@@ -347,8 +394,41 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     handle.stop()?;
     maintain_stop.store(true, Ordering::SeqCst);
     let _ = maintain.join();
+    stop_watch(watch);
     println!("{}", progress_line(&stats));
     Ok(())
+}
+
+/// The config watcher thread and its stop flag.
+type Watch = Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>;
+
+/// Starts watching `path` (if any) for processor chain changes since `loaded`.
+fn watch_config(
+    path: Option<&Path>,
+    loaded: crate::chain::Stamp,
+    reloader: Reloader,
+    poll_ms: u64,
+) -> anyhow::Result<Watch> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = reloader
+        .watch(
+            path.to_path_buf(),
+            loaded,
+            Duration::from_millis(poll_ms.max(10)),
+            stop.clone(),
+        )
+        .context("starting the config watcher")?;
+    Ok(Some((stop, t)))
+}
+
+fn stop_watch(w: Watch) {
+    if let Some((stop, t)) = w {
+        stop.store(true, Ordering::SeqCst);
+        let _ = t.join();
+    }
 }
 
 pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
@@ -410,7 +490,27 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let applier = args.consume.applier(store.clone())?;
+    // The chain after the recorder, so its version gauge is exported.
+    let loaded = args.query.config.as_deref().and_then(crate::chain::stamp);
+    let chain = crate::chain::handle_from(args.query.config.as_deref())?;
+    let ensure: EnsureTopics = {
+        let (kafka, partitions) = (kafka.clone(), args.partitions);
+        Arc::new(move |names: &[String]| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            futures::executor::block_on(topics::create_named(&kafka, &names, partitions)).map(
+                |created| {
+                    for c in created {
+                        if let Created::New(t) = c {
+                            eprintln!("created side-output topic {t} ({partitions} partitions)");
+                        }
+                    }
+                },
+            )
+        })
+    };
+    ensure(&chain.current().0.topics()).map_err(anyhow::Error::msg)?;
+    let reloader = Reloader::new(chain.clone(), Some(ensure));
+    let applier = args.consume.applier(store.clone(), chain)?;
     let mut ccfg = args.consume.config(kafka.clone(), topics.clone());
     ccfg.reread_from_start |= args.kafka.brokers.is_none();
     let consumer = kafka::spawn(ccfg, applier)?;
@@ -432,8 +532,18 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let producer = Producer::new(pcfg)?;
     let qopts = args.query.options(args.consume.projector.backfill)?;
     let closing = qopts.closing.clone();
+    let watch = watch_config(
+        args.query.config.as_deref(),
+        loaded,
+        reloader.clone(),
+        args.config_poll_ms,
+    )?;
     let app = tidings_producers::gateway::router(producer)
-        .merge(tidings_query::http::router(store.clone(), qopts));
+        .merge(tidings_query::http::router(store.clone(), qopts))
+        .merge(crate::admin_pipeline::router(
+            reloader,
+            args.admin_token.clone(),
+        ));
     serve_http(
         &rt,
         args.listen,
@@ -450,6 +560,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     consumer.stop()?;
     maintain_stop.store(true, Ordering::SeqCst);
     let _ = maintain.join();
+    stop_watch(watch);
     backup_stop.store(true, Ordering::SeqCst);
     if let Some(b) = backups {
         // A backup in progress finishes first (its directory would be left incomplete).
