@@ -557,7 +557,11 @@ emit = { topic = "audit" }
         "offset still on the post"
     );
     let prc_before = prc(s);
-    assert_eq!(prc_before.len(), 1 + 5 + 1, "dedupe's cursor, the follows and the post");
+    assert_eq!(
+        prc_before.len(),
+        1 + 5 + 1,
+        "dedupe's cursor, the follows and the post"
+    );
 
     // Restarted: the same record again, resumed from the cursor.
     let mut pos = crash_pos;
