@@ -509,6 +509,30 @@ mod tests {
     use tidings_core::EventId;
 
     #[test]
+    fn the_record_names_the_chain_so_a_resume_under_another_is_refused() {
+        let cfg = RebuildConfig::new(KafkaConfig::new("x"), Projector::new(2));
+        // Without a chain: the record of builds before the chain existed.
+        assert!(!cfg.record().contains("pipeline"), "{}", cfg.record());
+        let chain = |window: i64| {
+            let text = format!("[[processor]]\nid = \"d\"\nkind = \"dedupe\"\nwindow_ms = {window}\n");
+            let pc: tidings_core::process::PipelineConfig =
+                toml::from_str(&text).expect("a pipeline");
+            ChainHandle::new(Arc::new(
+                tidings_core::process::Chain::build(&pc).expect("a chain"),
+            ))
+        };
+        let mut a = cfg.clone();
+        a.chain = chain(1000);
+        let mut b = cfg.clone();
+        b.chain = chain(2000);
+        assert!(a.record().contains("\"pipeline\""), "{}", a.record());
+        assert_ne!(a.record(), b.record());
+        let mut a2 = cfg;
+        a2.chain = chain(1000);
+        assert_eq!(a.record(), a2.record());
+    }
+
+    #[test]
     fn parses_until_and_filters() {
         assert_eq!(
             "2026-11-01T00:00Z".parse::<Until>(),
