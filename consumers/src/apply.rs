@@ -15,6 +15,12 @@
 //! pending writes, so each event sees the ones before it exactly as if committed alone.
 //! Records that cannot be decoded or are rejected become dead letters, acknowledged by the
 //! dead-letter sink **before** the batch that moves the offset past them is committed.
+//!
+//! Between decoding and planning, each event goes through the processor chain (see
+//! [`crate::chain`]): it may be dropped, stopped or dead-lettered (its offset still moves),
+//! transformed (the re-encoded body is stored), routed, and it may push side outputs, which the
+//! sink acknowledges before the commit, like dead letters. The chain's state writes join the
+//! batch and the overlay, so later events of the batch see them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,14 +29,17 @@ use std::time::Instant;
 
 use tidings_core::clock::Clock;
 use tidings_core::event::Event;
-use tidings_core::fanout::Plan;
+use tidings_core::fanout::{FanoutOptions, Plan};
 use tidings_core::keys::{self, Projection};
+use tidings_core::process::{Flow, Input, Verdict};
 use tidings_core::write::{decode_i64, encode_i64};
 use tidings_core::Mutation;
 use tidings_store::fasthash::FastMap;
 use tidings_store::{Delta, Memo, Overlay, ReadCache, Store, WriteBatch};
 
+use crate::chain::{self, ChainHandle, SideRecord, StoreState, Tally};
 use crate::project::{ProjectError, Projector};
+use tidings_core::process::Chain;
 
 /// Aim for store batches under this many bytes (FoundationDB's advice: under 1 MB).
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -81,10 +90,13 @@ pub struct DeadLetter {
     pub producer: Option<String>,
 }
 
-/// Where dead letters go; [`DeadLetterSink::send`] returns once every letter is durable.
+/// Where dead letters and side outputs go; both methods return once everything is durable.
 pub trait DeadLetterSink {
     /// Sends and waits for acknowledgement; an error means "not durable, do not move on".
     fn send(&self, letters: &[DeadLetter]) -> Result<(), String>;
+    /// Sends the processor chain's side outputs and waits for acknowledgement, like
+    /// [`DeadLetterSink::send`] (a rebuild's sink counts them instead: they were sent live).
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String>;
 }
 
 /// The expected stored offset per partition this consumer owns (`None`: nothing stored yet).
@@ -103,6 +115,12 @@ pub struct Applied {
     pub entries: u64,
     /// Store batches committed.
     pub batches: u64,
+    /// Events the processor chain dropped.
+    pub dropped: u64,
+    /// Events the processor chain stopped (`term`).
+    pub terminated: u64,
+    /// Side outputs sent.
+    pub side_outputs: u64,
 }
 
 /// The result of applying a run of records.
@@ -130,6 +148,12 @@ pub enum ApplyError {
     /// The dead letter topic did not acknowledge.
     #[error("dead letter topic: {0}")]
     DeadLetters(String),
+    /// A side output's topic did not acknowledge (does the topic exist?).
+    #[error("side output: {0}")]
+    SideOutputs(String),
+    /// The processor chain could not read its state.
+    #[error("processor chain: {0}")]
+    Processor(String),
 }
 
 /// Running totals, shared with whoever reports progress.
@@ -151,6 +175,12 @@ pub struct Stats {
     pub fenced: AtomicU64,
     /// Records left out by a skip filter (a rebuild's `--skip`); their offsets still move.
     pub filtered: AtomicU64,
+    /// Events the processor chain dropped.
+    pub dropped: AtomicU64,
+    /// Events the processor chain stopped (`term`).
+    pub terminated: AtomicU64,
+    /// Side outputs sent.
+    pub side_outputs: AtomicU64,
 }
 
 /// Publish→visible latency, in ms: the time an event's effects were committed (readable by
@@ -197,14 +227,22 @@ impl VisibleLatency {
 }
 
 impl Stats {
-    /// Records finished: applied or sent to the dead letter topic (redeliveries not counted).
+    /// Records finished: applied, sent to the dead letter topic, or dropped or stopped by the
+    /// processor chain (redeliveries not counted).
     pub fn finished(&self) -> u64 {
-        self.events.load(Ordering::Relaxed) + self.dead.load(Ordering::Relaxed)
+        self.events.load(Ordering::Relaxed)
+            + self.dead.load(Ordering::Relaxed)
+            + self.dropped.load(Ordering::Relaxed)
+            + self.terminated.load(Ordering::Relaxed)
     }
 
     fn add(&self, a: &Applied) {
         self.events.fetch_add(a.events, Ordering::Relaxed);
         self.dead.fetch_add(a.dead, Ordering::Relaxed);
+        self.dropped.fetch_add(a.dropped, Ordering::Relaxed);
+        self.terminated.fetch_add(a.terminated, Ordering::Relaxed);
+        self.side_outputs
+            .fetch_add(a.side_outputs, Ordering::Relaxed);
         self.entries.fetch_add(a.entries, Ordering::Relaxed);
         self.batches.fetch_add(a.batches, Ordering::Relaxed);
     }
@@ -229,6 +267,7 @@ pub struct Applier {
     consumer: String,
     stats: Arc<Stats>,
     skip: Option<SkipFilter>,
+    chain: ChainHandle,
     batch_bytes: usize,
     /// Commit with [`Store::commit_bulk`] (a projection being rebuilt; see [`Applier::bulk`]).
     bulk: bool,
@@ -247,6 +286,8 @@ struct Pending {
     adds: FastMap<Vec<u8>, i64>,
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
+    side: Vec<SideRecord>,
+    tally: Tally,
     applied: Applied,
     /// `batch.size()` so far, kept as events are added (recomputing it per event is quadratic).
     bytes: usize,
@@ -263,6 +304,8 @@ impl Pending {
             adds: FastMap::default(),
             next: BTreeMap::new(),
             dead: Vec::new(),
+            side: Vec::new(),
+            tally: Tally::default(),
             applied: Applied::default(),
             bytes: 0,
             published_ms: Vec::new(),
@@ -275,6 +318,7 @@ impl Pending {
             && self.adds.is_empty()
             && self.next.is_empty()
             && self.dead.is_empty()
+            && self.side.is_empty()
     }
 
     /// Adds a planned step's writes to the batch, making the ones later planning may read
@@ -314,8 +358,12 @@ enum Planned {
     /// The event's fan-out needs more batches (outside bulk mode): its first step is in the
     /// batch with the offset left on it; commit, then finish the fan-out from `cursor`.
     Split {
-        /// The decoded event.
-        event: Event,
+        /// The event after the processor chain.
+        event: Box<Event>,
+        /// Its body re-encoded, when the chain changed it.
+        encoded: Option<Vec<u8>>,
+        /// The fan-out options the chain chose.
+        opts: FanoutOptions,
         /// Where its fan-out continues.
         cursor: tidings_core::UserId,
     },
@@ -328,12 +376,29 @@ struct InFlight {
     started: Instant,
 }
 
+/// What the remaining steps of a split fan-out need: the event after the chain, the body to
+/// store and the fan-out options the chain chose.
+struct Rest<'a> {
+    event: &'a Event,
+    body: &'a [u8],
+    opts: &'a FanoutOptions,
+}
+
 fn dead_letter(record: &Record, code: &str, reason: String) -> DeadLetter {
     DeadLetter {
         record: record.clone(),
         code: code.to_string(),
         reason,
         producer: None,
+    }
+}
+
+/// A dead letter with `code` for a record that decoded into `event` (the processor chain's
+/// `validate` and `dead_letter` outcomes).
+fn rejected_as(record: &Record, event: &Event, code: &str, why: String) -> DeadLetter {
+    DeadLetter {
+        producer: Some(event.producer().to_string()),
+        ..dead_letter(record, code, why)
     }
 }
 
@@ -359,6 +424,7 @@ impl Applier {
             consumer: consumer.into(),
             stats: Arc::default(),
             skip: None,
+            chain: ChainHandle::default(),
             batch_bytes: BATCH_BYTES,
             bulk: false,
             active_guard: None,
@@ -377,6 +443,18 @@ impl Applier {
     pub fn with_skip(mut self, skip: SkipFilter) -> Self {
         self.skip = Some(skip);
         self
+    }
+
+    /// Runs the processor chain `handle` holds (swappable between batches; every clone of this
+    /// applier shares the handle).
+    pub fn with_chain(mut self, handle: ChainHandle) -> Self {
+        self.chain = handle;
+        self
+    }
+
+    /// The handle of the processor chain this applier runs.
+    pub fn chain(&self) -> &ChainHandle {
+        &self.chain
     }
 
     /// Bulk mode, for a projection no reader serves yet (a rebuild, a restore's replay): where
@@ -460,6 +538,8 @@ impl Applier {
             return self.apply_pipelined(positions, records, dlq);
         }
         let mut total = Applied::default();
+        // Once per call: a swapped chain takes effect from the next call (between batches).
+        let (procs, _) = self.chain.current();
         let mut i = 0;
         while i < records.len() {
             let snap = self.store.snapshot()?;
@@ -474,8 +554,12 @@ impl Applier {
                 let Some(stored) = positions.get(&r.tp()).copied() else {
                     continue;
                 };
-                let Planned::Split { event, cursor } =
-                    self.plan_record(&mut overlay, &mut p, r, stored, &mut total)?
+                let Planned::Split {
+                    event,
+                    encoded,
+                    opts,
+                    cursor,
+                } = self.plan_record(&procs, &mut overlay, &mut p, r, stored, &mut total)?
                 else {
                     continue;
                 };
@@ -488,9 +572,15 @@ impl Applier {
                         stored,
                     });
                 }
-                let body = r.payload.as_deref().unwrap_or_default();
+                let rest = Rest {
+                    event: &event,
+                    body: encoded
+                        .as_deref()
+                        .unwrap_or_else(|| r.payload.as_deref().unwrap_or_default()),
+                    opts: &opts,
+                };
                 if let Some(stored) =
-                    self.finish_fanout(positions, r, &event, body, Some(cursor), dlq, &mut total)?
+                    self.finish_fanout(positions, r, &rest, Some(cursor), dlq, &mut total)?
                 {
                     return Ok(Outcome::Fenced {
                         applied: total,
@@ -529,6 +619,8 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         let mut total = Applied::default();
+        // Once per call, as in `apply`: a swapped chain takes effect from the next call.
+        let (procs, _) = self.chain.current();
         let mut i = 0;
         let mut inflight: Option<InFlight> = None;
         let mut lower = Delta::default();
@@ -548,7 +640,8 @@ impl Applier {
                 let Some(stored) = positions.get(&r.tp()).copied() else {
                     continue;
                 };
-                let planned = self.plan_record(&mut overlay, &mut p, r, stored, &mut total)?;
+                let planned =
+                    self.plan_record(&procs, &mut overlay, &mut p, r, stored, &mut total)?;
                 debug_assert!(matches!(planned, Planned::Done), "bulk plans every step");
             }
             let (committing, delta) = overlay.into_deltas();
@@ -617,6 +710,7 @@ impl Applier {
     /// comes back as [`Planned::Split`] with its first step already in `p`.
     fn plan_record(
         &self,
+        procs: &Chain,
         overlay: &mut Overlay<'_>,
         p: &mut Pending,
         r: &Record,
@@ -661,12 +755,25 @@ impl Applier {
             p.next.insert(tp, r.offset + 1);
             return Ok(Planned::Done);
         }
-        let body = r.payload.as_deref().unwrap_or_default();
-        let planned = self
+        let resume = match self.projector.stored_resume(&*overlay, &event) {
+            Ok(resume) => resume,
+            Err(ProjectError::Store(e)) => return Err(e.into()),
+            Err(ProjectError::Rejected(why)) => {
+                p.dead_letter(r, rejected(r, &event, why));
+                return Ok(Planned::Done);
+            }
+        };
+        let Some((event, encoded, opts)) = self.run_chain(procs, overlay, p, r, event, resume)?
+        else {
+            return Ok(Planned::Done);
+        };
+        let body = encoded
+            .as_deref()
+            .unwrap_or_else(|| r.payload.as_deref().unwrap_or_default());
+        let mut step = match self
             .projector
-            .stored_resume(&*overlay, &event)
-            .and_then(|resume| self.projector.plan(&*overlay, &event, body, resume));
-        let mut step = match planned {
+            .plan_with(&*overlay, &event, body, &opts, resume)
+        {
             Ok(s) => s,
             Err(ProjectError::Store(e)) => return Err(e.into()),
             Err(ProjectError::Rejected(why)) => {
@@ -682,11 +789,19 @@ impl Applier {
             if !self.bulk {
                 p.batch.extend(step.plan.writes());
                 p.next.insert(tp, r.offset);
-                return Ok(Planned::Split { event, cursor });
+                return Ok(Planned::Split {
+                    event: Box::new(event),
+                    encoded,
+                    opts,
+                    cursor,
+                });
             }
             // Bulk: the next step goes into the same batch, planned over this one.
             p.add(overlay, std::mem::take(&mut step.plan));
-            step = match self.projector.plan(&*overlay, &event, body, Some(cursor)) {
+            step = match self
+                .projector
+                .plan_with(&*overlay, &event, body, &opts, Some(cursor))
+            {
                 Ok(s) => s,
                 Err(ProjectError::Store(e)) => return Err(e.into()),
                 Err(ProjectError::Rejected(why)) => {
@@ -707,15 +822,73 @@ impl Applier {
         Ok(Planned::Done)
     }
 
+    /// Runs the processor chain over a decoded event: its state writes and side outputs join
+    /// `p` (and the overlay, so later events of the batch see the state). `None` when the chain
+    /// stopped the event (term, drop, dead letter: its offset moves past it); else the event
+    /// to project, its re-encoded body when the chain changed it, and the fan-out options.
+    #[allow(clippy::type_complexity)]
+    fn run_chain(
+        &self,
+        procs: &Chain,
+        overlay: &mut Overlay<'_>,
+        p: &mut Pending,
+        r: &Record,
+        event: Event,
+        resume: Option<tidings_core::UserId>,
+    ) -> Result<Option<(Event, Option<Vec<u8>>, FanoutOptions)>, ApplyError> {
+        if procs.is_empty() {
+            return Ok(Some((event, None, FanoutOptions::default())));
+        }
+        let input = Input {
+            event: &event,
+            origin: &chain::origin(r),
+            resuming: resume.is_some(),
+        };
+        let run = procs
+            .run(self.projector.projection, input, &StoreState(&*overlay))
+            .map_err(|e| ApplyError::Processor(e.to_string()))?;
+        p.tally.add(&run);
+        overlay.apply(&run.mutations);
+        p.bytes += run.mutations.iter().map(|m| m.size()).sum::<usize>();
+        p.batch.extend(run.mutations);
+        p.side
+            .extend(run.side_outputs.iter().map(|s| chain::render(s, r)));
+        match run.verdict {
+            Verdict::Project => {}
+            Verdict::Term { .. } => {
+                p.applied.terminated += 1;
+                p.next.insert(r.tp(), r.offset + 1);
+                return Ok(None);
+            }
+            Verdict::Drop { .. } => {
+                p.applied.dropped += 1;
+                p.next.insert(r.tp(), r.offset + 1);
+                return Ok(None);
+            }
+            Verdict::DeadLetter { code, reason, .. } => {
+                p.dead_letter(r, rejected_as(r, &event, &code, reason));
+                return Ok(None);
+            }
+        }
+        if resume.is_some()
+            && run
+                .steps
+                .last()
+                .is_some_and(|s| !matches!(s.flow, Flow::Next | Flow::Jump(_)))
+        {
+            tracing::warn!(id = %event.id(), "a resumed fan-out is finished although the chain now stops this event: it was admitted by the chain in force when its first step committed");
+        }
+        let encoded = run.changed.then(|| tidings_schemas::encode(&run.event));
+        Ok(Some((run.event, encoded, run.fanout)))
+    }
+
     /// The remaining steps of a split fan-out, each its own batch; the last one moves the
     /// offset past the event.
-    #[allow(clippy::too_many_arguments)]
     fn finish_fanout(
         &self,
         positions: &mut Positions,
         r: &Record,
-        event: &Event,
-        body: &[u8],
+        rest: &Rest<'_>,
         mut resume: Option<tidings_core::UserId>,
         dlq: &dyn DeadLetterSink,
         total: &mut Applied,
@@ -723,14 +896,17 @@ impl Applier {
         while resume.is_some() {
             let step = {
                 let snap = self.store.snapshot()?;
-                match self.projector.plan(&*snap, event, body, resume) {
+                match self
+                    .projector
+                    .plan_with(&*snap, rest.event, rest.body, rest.opts, resume)
+                {
                     Ok(s) => s,
                     Err(ProjectError::Store(e)) => return Err(e.into()),
                     Err(ProjectError::Rejected(why)) => {
                         // Cannot happen mid-way (the first step accepted the event); keep the
                         // log moving rather than loop.
                         let mut p = Pending::new();
-                        p.dead.push(rejected(r, &event, why));
+                        p.dead.push(rejected(r, rest.event, why));
                         p.next.insert(r.tp(), r.offset + 1);
                         return self.commit(positions, p, dlq, total);
                     }
@@ -744,7 +920,8 @@ impl Applier {
                 p.next.insert(r.tp(), r.offset + 1);
                 p.applied.events = 1;
                 p.published_ms.extend(r.timestamp_ms);
-                p.labels.push((r.topic.clone(), event.verb_label(), false));
+                p.labels
+                    .push((r.topic.clone(), rest.event.verb_label(), false));
             } else {
                 p.next.insert(r.tp(), r.offset);
             }
@@ -770,14 +947,18 @@ impl Applier {
         self.settled(positions, p, result, started, total)
     }
 
-    /// Sends the batch's dead letters (durable before the offset moves past them) and returns
-    /// its store batch: the writes, the offsets and their preconditions.
+    /// Sends the batch's side outputs and dead letters (durable before the offset moves past
+    /// them) and returns its store batch: the writes, the offsets and their preconditions.
     fn prepare(
         &self,
         positions: &Positions,
         p: &mut Pending,
         dlq: &dyn DeadLetterSink,
     ) -> Result<WriteBatch, ApplyError> {
+        if !p.side.is_empty() {
+            dlq.emit(&p.side).map_err(ApplyError::SideOutputs)?;
+            p.applied.side_outputs += p.side.len() as u64;
+        }
         if !p.dead.is_empty() {
             dlq.send(&p.dead).map_err(ApplyError::DeadLetters)?;
             p.applied.dead += p.dead.len() as u64;
@@ -844,6 +1025,7 @@ impl Applier {
                 }
                 p.applied.batches = 1;
                 self.stats.add(&p.applied);
+                std::mem::take(&mut p.tally).export();
                 self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
                 for (topic, verb, unpushed) in p.labels {
@@ -857,6 +1039,9 @@ impl Applier {
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
                 total.events += p.applied.events;
                 total.dead += p.applied.dead;
+                total.dropped += p.applied.dropped;
+                total.terminated += p.applied.terminated;
+                total.side_outputs += p.applied.side_outputs;
                 total.entries += p.applied.entries;
                 total.batches += 1;
                 Ok(None)

@@ -9,7 +9,9 @@
 //! a rebuild stopped with `--until`, or consumers under another group name, hold other ones
 //! over the same state. `off` still gets its own line. Nothing else is excluded: feed versions
 //! (`fver`), fan-out progress (`fan`, empty once every fan-out finished), pulled authors
-//! (`pull`) and graph counts (`cnt`) are all functions of the log. Background maintenance
+//! (`pull`), graph counts (`cnt`) and processor state (`prc`: dedupe records and rate-limit
+//! admissions, bucketed by log time, for a given chain configuration) are all functions of
+//! the log. Background maintenance
 //! (trimming, unfollow cleanup) is not: it bumps feed versions and removes entries whenever it
 //! runs, so compare projections written without it (or after it settled on both).
 //!

@@ -61,4 +61,30 @@ impl GraphView for StoreGraph<'_> {
             .filter_map(|(k, _)| graph::parse_edge(&sub, k))
             .collect())
     }
+
+    fn excluded(
+        &self,
+        actor: UserId,
+        users: &[UserId],
+        blocks: bool,
+        mutes: bool,
+    ) -> Result<Vec<bool>, Self::Error> {
+        let sets: Vec<Edge> = [(blocks, Edge::Block), (mutes, Edge::Mute)]
+            .into_iter()
+            .filter_map(|(on, set)| on.then_some(set))
+            .collect();
+        if sets.is_empty() || users.is_empty() {
+            return Ok(vec![false; users.len()]);
+        }
+        // One multi-get: for each set, the edge `user → actor` of every user.
+        let keys: Vec<Vec<u8>> = sets
+            .iter()
+            .flat_map(|set| users.iter().map(|u| graph::edge(self.p, *set, *u, actor)))
+            .collect();
+        let found = self.view.get_many(&keys)?;
+        let n = users.len();
+        Ok((0..n)
+            .map(|i| (0..sets.len()).any(|s| found.get(s * n + i).is_some_and(Option::is_some)))
+            .collect())
+    }
 }

@@ -29,6 +29,7 @@ use tidings_core::control::Control;
 use crate::apply::{
     Applier, DeadLetter, DeadLetterSink, Outcome, Positions, Record, Stats, TopicPartition,
 };
+use crate::chain::SideRecord;
 use crate::log::Watermarks;
 use crate::steer::{LagExporter, Monitor, Pauser};
 
@@ -259,7 +260,8 @@ impl ConsumerContext for Ctx {
 
 /// Dead letters to `tidings.dlq`: the original key and value, with headers `reason`,
 /// `reason-code`, `source-topic`, `source-partition`, `source-offset`, and `producer`
-/// (`name@version`) when the record decoded.
+/// (`name@version`) when the record decoded. Also sends the processor chain's side outputs to
+/// their topics (headers in [`SideRecord::headers`]).
 pub struct KafkaDeadLetters {
     producer: FutureProducer,
     topic: String,
@@ -343,6 +345,46 @@ impl DeadLetterSink for KafkaDeadLetters {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(format!("dead letter not acknowledged: {e}")),
                 Err(_) => return Err("dead letter producer shut down".into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String> {
+        let mut pending = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let mut headers = OwnedHeaders::new_with_capacity(o.headers.len());
+            for (k, v) in &o.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&o.topic)
+                .headers(headers)
+                .payload(o.payload.as_slice());
+            if let Some(k) = &o.key {
+                rec = rec.key(k.as_slice());
+            }
+            pending.push((
+                &o.topic,
+                self.producer
+                    .send_result(rec)
+                    .map_err(|(e, _)| e.to_string())?,
+            ));
+        }
+        // Acknowledged before the batch commits (at-least-once; see `chain`).
+        let (topics, futs): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let results = futures::executor::block_on(futures::future::join_all(futs));
+        for (topic, result) in topics.into_iter().zip(results) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    return Err(format!(
+                        "side output to {topic} not acknowledged: {e} (create the topic, or fix the processor's topic in the config)"
+                    ))
+                }
+                Err(_) => return Err("side output producer shut down".into()),
             }
         }
         Ok(())

@@ -2,8 +2,9 @@
 //!
 //! Applies events to the store. [`project::Projector`] turns decoded events into store batches
 //! using the pure planners of `tidings-core` and a [`graph::StoreGraph`] view of the follow
-//! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it, and
-//! [`steer`] pauses it on request and reports its lag.
+//! graph; the Kafka consume loop (exactly-once offsets, dead letters) builds on it, running the
+//! processor chain of business rules before planning ([`chain`]: hot reload, processor state in
+//! the store, side outputs); [`steer`] pauses it on request and reports its lag.
 //!
 //! Replay and rollback (DESIGN.md, "Replay, rollback, migration, backup"): [`log`] reads
 //! partition ranges without a consumer group; [`rebuild`] builds a projection from the log with
@@ -13,6 +14,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod chain;
 pub mod digest;
 pub mod graph;
 pub mod kafka;

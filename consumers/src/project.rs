@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tidings_core::control::Control;
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Update};
-use tidings_core::fanout::{self, FanoutConfig, GraphView, Placement, Plan};
+use tidings_core::fanout::{self, FanoutConfig, FanoutOptions, GraphView, Placement, Plan};
 use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
 use tidings_core::keys::messages::{self, MessageValue};
 use tidings_core::keys::{self, pull, Projection};
@@ -106,9 +106,23 @@ impl Projector {
         body: &[u8],
         resume: Option<UserId>,
     ) -> Result<Step, ProjectError> {
+        self.plan_with(view, event, body, &FanoutOptions::default(), resume)
+    }
+
+    /// [`Projector::plan`] with the fan-out options the processor chain chose for the event
+    /// (which feeds an activity goes to; whether blockers and muters are skipped). Give the
+    /// same options to every step of one event.
+    pub fn plan_with(
+        &self,
+        view: &dyn ReadView,
+        event: &Event,
+        body: &[u8],
+        opts: &FanoutOptions,
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
         let graph = StoreGraph::new(view, self.projection);
         match event {
-            Event::Activity(a) => self.activity(view, &graph, a, body, resume),
+            Event::Activity(a) => self.activity(view, &graph, a, body, opts, resume),
             Event::Retraction(r) => self.retraction(view, &graph, r, resume),
             Event::Update(u) => self.update(view, u),
             Event::Graph(g) => self.graph(view, &graph, g),
@@ -144,6 +158,7 @@ impl Projector {
         graph: &StoreGraph<'_>,
         a: &Activity,
         body: &[u8],
+        opts: &FanoutOptions,
         resume: Option<UserId>,
     ) -> Result<Step, ProjectError> {
         if resume.is_none() {
@@ -162,7 +177,14 @@ impl Projector {
         let unpushed = resume.is_none() && self.control.fanout_down(&a.verb);
         let mut plan = if unpushed {
             tracing::debug!(id = %a.id, verb = %a.verb, "fan-out of this verb is marked down: not pushed to followers");
-            fanout::plan_activity_unpushed(self.projection, a, body.to_vec())
+            fanout::plan_activity_unpushed(
+                self.projection,
+                a,
+                body.to_vec(),
+                graph,
+                &self.fanout,
+                opts,
+            )?
         } else {
             fanout::plan_activity(
                 self.projection,
@@ -170,6 +192,7 @@ impl Projector {
                 body.to_vec(),
                 graph,
                 &self.fanout,
+                opts,
                 resume,
             )?
         };

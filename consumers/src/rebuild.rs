@@ -41,6 +41,7 @@ use tidings_store::{Store, WriteBatch};
 use crate::apply::{
     Applier, ApplyError, DeadLetter, DeadLetterSink, Outcome, Positions, Record, SkipFilter, Stats,
 };
+use crate::chain::{ChainHandle, SideRecord};
 use crate::log::{LogError, LogReader, Next, PartitionRange};
 use crate::project::Projector;
 use crate::versions;
@@ -194,6 +195,9 @@ pub struct RebuildConfig {
     /// Allow the active projection: a restore replays into a store no consumer serves yet,
     /// whose projection is active by default.
     pub into_active: bool,
+    /// The processor chain, as the live consumers run it (its decisions shape the projection;
+    /// side outputs are not sent again).
+    pub chain: ChainHandle,
 }
 
 impl RebuildConfig {
@@ -212,12 +216,19 @@ impl RebuildConfig {
             reread: false,
             resume_finished: false,
             into_active: false,
+            chain: ChainHandle::default(),
         }
     }
 
     /// The options as stored in `("meta","rebuild",N)`: a resumed run must match them.
     pub(crate) fn record(&self) -> String {
-        serde_json::json!({"until": self.until, "skip": self.skip}).to_string()
+        let (chain, _) = self.chain.current();
+        if chain.is_empty() {
+            return serde_json::json!({"until": self.until, "skip": self.skip}).to_string();
+        }
+        let pipeline = format!("{:016x}", chain.fingerprint());
+        serde_json::json!({"until": self.until, "skip": self.skip, "pipeline": pipeline})
+            .to_string()
     }
 }
 
@@ -265,7 +276,8 @@ pub struct RebuildReport {
     pub resumed: bool,
 }
 
-/// Counts dead letters instead of sending them (the live consumers sent them already).
+/// Counts dead letters and side outputs instead of sending them (the live consumers sent them
+/// already).
 struct CountDeadLetters;
 
 impl DeadLetterSink for CountDeadLetters {
@@ -273,6 +285,14 @@ impl DeadLetterSink for CountDeadLetters {
         for d in letters {
             tracing::debug!(topic = %d.record.topic, partition = d.record.partition, offset = d.record.offset, code = %d.code, "dead letter (not re-sent by a rebuild)");
         }
+        Ok(())
+    }
+
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String> {
+        tracing::debug!(
+            count = outputs.len(),
+            "side outputs (not re-sent by a rebuild: the live consumers sent them)"
+        );
         Ok(())
     }
 }
@@ -303,7 +323,7 @@ pub fn run(
         Some(r) if building || cfg.resume_finished => {
             if r != record.as_bytes() {
                 return Err(RebuildError::Refused(format!(
-                    "projection {p} was being rebuilt with other options ({}); rerun with the same --until/--skip, or `tidings drop {p}` and start over",
+                    "projection {p} was being rebuilt with other options ({}); rerun with the same --until/--skip/--config, or `tidings drop {p}` and start over",
                     String::from_utf8_lossy(r)
                 )));
             }
@@ -327,7 +347,8 @@ pub fn run(
     store.commit(mark)?;
 
     let mut applier = Applier::new(store.clone(), cfg.projector.clone(), cfg.consumer.clone())
-        .bulk(cfg.batch_bytes);
+        .bulk(cfg.batch_bytes)
+        .with_chain(cfg.chain.clone());
     if !cfg.skip.is_empty() {
         let filters = cfg.skip.clone();
         applier = applier.with_skip(SkipFilter(Arc::new(move |e: &Event| {
@@ -510,6 +531,31 @@ mod tests {
     use super::*;
     use tidings_core::event::{GraphChange, GraphOp, Producer};
     use tidings_core::EventId;
+
+    #[test]
+    fn the_record_names_the_chain_so_a_resume_under_another_is_refused() {
+        let cfg = RebuildConfig::new(KafkaConfig::new("x"), Projector::new(2));
+        // Without a chain: the record of builds before the chain existed.
+        assert!(!cfg.record().contains("pipeline"), "{}", cfg.record());
+        let chain = |window: i64| {
+            let text =
+                format!("[[processor]]\nid = \"d\"\nkind = \"dedupe\"\nwindow_ms = {window}\n");
+            let pc: tidings_core::process::PipelineConfig =
+                toml::from_str(&text).expect("a pipeline");
+            ChainHandle::new(Arc::new(
+                tidings_core::process::Chain::build(&pc).expect("a chain"),
+            ))
+        };
+        let mut a = cfg.clone();
+        a.chain = chain(1000);
+        let mut b = cfg.clone();
+        b.chain = chain(2000);
+        assert!(a.record().contains("\"pipeline\""), "{}", a.record());
+        assert_ne!(a.record(), b.record());
+        let mut a2 = cfg;
+        a2.chain = chain(1000);
+        assert_eq!(a.record(), a2.record());
+    }
 
     #[test]
     fn parses_until_and_filters() {

@@ -14,6 +14,11 @@
 //!   feed at read time (hybrid push/pull) and nothing is pushed;
 //! - one feed-version bump per feed touched.
 //!
+//! The processor chain (`process`) can narrow an activity's fan-out with [`FanoutOptions`]:
+//! which feeds it goes to ([`Targets`], the `route` processor) and whether followers and
+//! recipients who block (or mute) the actor are skipped (`block_mute_filter`, one multi-get of
+//! the edges per step: [`GraphView::excluded`]).
+//!
 //! Retractions remove the same entries (the body becomes a tombstone first, so readers stop
 //! showing it at once); updates change only the body. Both bump the projection's body version
 //! ([`fver::bodies`]) so no cached page shows the old body. Graph changes write both directions of an
@@ -43,6 +48,40 @@ impl Default for FanoutConfig {
     }
 }
 
+/// Which feeds an activity goes to (all by default; the `route` processor narrows them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Targets {
+    /// The home feeds of the actor's followers.
+    pub followers: bool,
+    /// The actor's own user feed and home feed.
+    pub own: bool,
+    /// The notification feeds of the explicit recipients (`to`).
+    pub notifications: bool,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            followers: true,
+            own: true,
+            notifications: true,
+        }
+    }
+}
+
+/// How one activity fans out, as the processor chain decided (the default: as always).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FanoutOptions {
+    /// Which feeds it goes to.
+    pub targets: Targets,
+    /// Skip followers who block the actor.
+    pub skip_blocking_followers: bool,
+    /// Skip followers who mute the actor.
+    pub skip_muting_followers: bool,
+    /// Skip recipients (`to`) who block the actor.
+    pub skip_blocking_recipients: bool,
+}
+
 /// What fan-out needs to know about the graph. Implemented over a store snapshot by the
 /// consumers, and over plain maps in tests.
 pub trait GraphView {
@@ -57,6 +96,15 @@ pub trait GraphView {
         after: Option<UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, Self::Error>;
+    /// For each of `users`, whether they block `actor` (`blocks`) or mute `actor` (`mutes`):
+    /// one multi-get of the edges.
+    fn excluded(
+        &self,
+        actor: UserId,
+        users: &[UserId],
+        blocks: bool,
+        mutes: bool,
+    ) -> Result<Vec<bool>, Self::Error>;
 }
 
 /// One step of applying an event.
@@ -219,13 +267,15 @@ impl Placement {
 }
 
 /// Plans (one step of) an activity's fan-out. `body` is the encoded activity to store;
-/// `resume` is the cursor from the progress key (or from the previous step).
+/// `opts` are the processor chain's fan-out options (the same on every step); `resume` is the
+/// cursor from the progress key (or from the previous step).
 pub fn plan_activity<G: GraphView>(
     p: Projection,
     a: &Activity,
     body: Vec<u8>,
     graph: &G,
     cfg: &FanoutConfig,
+    opts: &FanoutOptions,
     resume: Option<UserId>,
 ) -> Result<Plan, G::Error> {
     let place = Placement::from(a);
@@ -235,24 +285,43 @@ pub fn plan_activity<G: GraphView>(
             key: messages::key(p, a.id),
             value: body,
         });
-        own_entries(p, &place, &mut plan, true);
+        let t = opts.targets;
+        let mut recipients = if t.notifications {
+            place.recipients()
+        } else {
+            Vec::new()
+        };
+        if opts.skip_blocking_recipients && !recipients.is_empty() {
+            let out = graph.excluded(place.actor, &recipients, true, false)?;
+            let mut out = out.into_iter();
+            recipients.retain(|_| !out.next().unwrap_or(false));
+        }
+        for (owner, kind, reason) in own_targets(&place, t.own, recipients) {
+            plan.entry(p, owner, kind, place.position(), &place.entry(reason));
+        }
     }
-    followers_step(p, &place, graph, cfg, resume, &mut plan, true)?;
+    if opts.targets.followers {
+        followers_step(p, &place, graph, cfg, opts, resume, &mut plan, true)?;
+    }
     Ok(plan)
 }
 
 /// Plans an activity whose fan-out to followers is marked down (`fanout.<verb>`, see
-/// [`crate::control`]): the body and the entries [`plan_activity`] writes besides the
-/// followers' home entries — the actor's user and home feeds and the notifications of the
-/// explicit recipients — in one step. A later retraction removes them like any other.
-pub fn plan_activity_unpushed(p: Projection, a: &Activity, body: Vec<u8>) -> Plan {
-    let mut plan = Plan::default();
-    plan.mutations.push(Mutation::Set {
-        key: messages::key(p, a.id),
-        value: body,
-    });
-    own_entries(p, &Placement::from(a), &mut plan, true);
-    plan
+/// [`crate::control`]): what [`plan_activity`] writes besides the followers' home entries —
+/// the body, the actor's user and home feeds and the notifications of the explicit recipients,
+/// as the chain's `opts` route them — in one step. A later retraction removes them like any
+/// other.
+pub fn plan_activity_unpushed<G: GraphView>(
+    p: Projection,
+    a: &Activity,
+    body: Vec<u8>,
+    graph: &G,
+    cfg: &FanoutConfig,
+    opts: &FanoutOptions,
+) -> Result<Plan, G::Error> {
+    let mut opts = *opts;
+    opts.targets.followers = false;
+    plan_activity(p, a, body, graph, cfg, &opts, None)
 }
 
 /// Plans (one step of) removing a retracted activity, given where it was placed. The first
@@ -272,9 +341,14 @@ pub fn plan_retraction<G: GraphView>(
             value: messages::tombstone(r.time_ms),
         });
         plan.blind.push(fver::bump_bodies(p));
-        own_entries(p, place, &mut plan, false);
+        for (owner, kind, _) in own_targets(place, true, place.recipients()) {
+            plan.unentry(p, owner, kind, place.position());
+        }
     }
-    followers_step(p, place, graph, cfg, resume, &mut plan, false)?;
+    // Removes from every follower: the activity may have been routed or filtered when it was
+    // applied, and clearing an absent entry changes nothing.
+    let all = FanoutOptions::default();
+    followers_step(p, place, graph, cfg, &all, resume, &mut plan, false)?;
     Ok(plan)
 }
 
@@ -291,32 +365,32 @@ pub fn plan_update(p: Projection, id: EventId, new_body: Vec<u8>) -> Plan {
     }
 }
 
-fn own_entries(p: Projection, place: &Placement, plan: &mut Plan, add: bool) {
-    let pos = place.position();
-    let mut targets = vec![
-        (place.actor, FeedKind::User, Reason::Own),
-        (place.actor, FeedKind::Home, Reason::Own),
-    ];
+/// The actor's own feeds (when `own`) and the notification feeds of `recipients`.
+fn own_targets(
+    place: &Placement,
+    own: bool,
+    recipients: Vec<UserId>,
+) -> Vec<(UserId, FeedKind, Reason)> {
+    let mut targets = Vec::with_capacity(2 + recipients.len());
+    if own {
+        targets.push((place.actor, FeedKind::User, Reason::Own));
+        targets.push((place.actor, FeedKind::Home, Reason::Own));
+    }
     targets.extend(
-        place
-            .recipients()
+        recipients
             .into_iter()
             .map(|r| (r, FeedKind::Notifications, Reason::Mention)),
     );
-    for (owner, kind, reason) in targets {
-        if add {
-            plan.entry(p, owner, kind, pos, &place.entry(reason));
-        } else {
-            plan.unentry(p, owner, kind, pos);
-        }
-    }
+    targets
 }
 
+#[allow(clippy::too_many_arguments)]
 fn followers_step<G: GraphView>(
     p: Projection,
     place: &Placement,
     graph: &G,
     cfg: &FanoutConfig,
+    opts: &FanoutOptions,
     resume: Option<UserId>,
     plan: &mut Plan,
     add: bool,
@@ -335,18 +409,25 @@ fn followers_step<G: GraphView>(
         return Ok(());
     }
     let limit = cfg.max_entries_per_step.max(1);
-    let batch = graph.followers_after(place.actor, resume, limit + 1)?;
+    let mut batch = graph.followers_after(place.actor, resume, limit + 1)?;
     let more = batch.len() > limit;
+    batch.truncate(limit);
+    // The cursor is the last follower of the step, written to or not.
+    let last = batch.last().copied().or(resume);
+    let (blocks, mutes) = (opts.skip_blocking_followers, opts.skip_muting_followers);
+    if add && (blocks || mutes) && !batch.is_empty() {
+        let out = graph.excluded(place.actor, &batch, blocks, mutes)?;
+        let mut out = out.into_iter();
+        batch.retain(|_| !out.next().unwrap_or(false));
+    }
     let pos = place.position();
     let entry = place.entry(Reason::Follow);
-    let mut last = resume;
-    for f in batch.into_iter().take(limit) {
+    for f in batch {
         if add {
             plan.entry(p, f, FeedKind::Home, pos, &entry);
         } else {
             plan.unentry(p, f, FeedKind::Home, pos);
         }
-        last = Some(f);
     }
     if more {
         let last = last.unwrap_or(UserId::MIN);

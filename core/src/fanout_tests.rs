@@ -33,6 +33,15 @@ impl GraphView for Graph {
             .take(limit)
             .collect())
     }
+    fn excluded(
+        &self,
+        _actor: UserId,
+        users: &[UserId],
+        _blocks: bool,
+        _mutes: bool,
+    ) -> Result<Vec<bool>, Infallible> {
+        Ok(vec![false; users.len()])
+    }
 }
 
 /// Every write of a plan.
@@ -113,7 +122,16 @@ fn run_activity(
     let mut resume = None;
     let mut steps = 0;
     loop {
-        let plan = plan_activity(1, a, b"body".to_vec(), g, cfg, resume).unwrap();
+        let plan = plan_activity(
+            1,
+            a,
+            b"body".to_vec(),
+            g,
+            cfg,
+            &FanoutOptions::default(),
+            resume,
+        )
+        .unwrap();
         apply(kv, &writes(&plan));
         steps += 1;
         match plan.resume {
@@ -133,7 +151,16 @@ fn run_activity(
 fn activity_reaches_followers_recipients_and_author() {
     let g = graph_with(1, [2, 3, 4]);
     let a = activity(1, vec![5, 1, 5]);
-    let plan = plan_activity(1, &a, b"body".to_vec(), &g, &FanoutConfig::default(), None).unwrap();
+    let plan = plan_activity(
+        1,
+        &a,
+        b"body".to_vec(),
+        &g,
+        &FanoutConfig::default(),
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(plan.resume, None);
     // user + own home + notification for 5 (the actor and the duplicate are skipped) + 3 followers.
     assert_eq!(plan.entries, 6);
@@ -169,18 +196,18 @@ fn activity_reaches_followers_recipients_and_author() {
 fn an_unpushed_activity_writes_everything_but_the_followers_entries() {
     let g = graph_with(1, [2, 3, 4]);
     let a = activity(1, vec![5, 1]);
-    let plan = plan_activity_unpushed(1, &a, b"body".to_vec());
+    let cfg = FanoutConfig::default();
+    let opts = FanoutOptions::default();
+    let plan = plan_activity_unpushed(1, &a, b"body".to_vec(), &g, &cfg, &opts).unwrap();
     assert_eq!((plan.entries, plan.resume), (3, None));
     let mut kv = BTreeMap::new();
-    apply(&mut kv, &plan.mutations);
+    apply(&mut kv, &writes(&plan));
     assert_eq!(kv.get(&messages::key(1, a.id)).unwrap(), b"body");
     assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1]);
     assert_eq!(feed_owners(&kv, FeedKind::User, 0..10), vec![1]);
     assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![5]);
     // Exactly the pushed plan's writes minus the followers' entries and feed versions.
-    let pushed = plan_activity(1, &a, b"body".to_vec(), &g, &FanoutConfig::default(), None)
-        .unwrap()
-        .mutations;
+    let pushed = writes(&plan_activity(1, &a, b"body".to_vec(), &g, &cfg, &opts, None).unwrap());
     let pos = Position {
         time_ms: a.time_ms,
         id: a.id,
@@ -202,7 +229,7 @@ fn an_unpushed_activity_writes_everything_but_the_followers_entries() {
         })
         .collect();
     assert_eq!(expected.len(), pushed.len() - 6);
-    assert_eq!(plan.mutations.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(writes(&plan).iter().collect::<Vec<_>>(), expected);
     // A retraction removes what it wrote.
     let r = Retraction {
         id: EventId::from_bytes([1; 16]),
@@ -211,9 +238,8 @@ fn an_unpushed_activity_writes_everything_but_the_followers_entries() {
         time_ms: 2_000,
         producer: Producer::new("t", "1"),
     };
-    let cfg = FanoutConfig::default();
     let undo = plan_retraction(1, &r, &Placement::from(&a), &g, &cfg, None).unwrap();
-    apply(&mut kv, &undo.mutations);
+    apply(&mut kv, &writes(&undo));
     let (b, e) = crate::keys::keyspace_range(1, "feed");
     assert_eq!(kv.range(b..e).count(), 0, "no index entry left");
 }
@@ -225,7 +251,16 @@ fn authors_above_the_threshold_are_not_pushed() {
         hybrid_threshold: 9,
         ..FanoutConfig::default()
     };
-    let plan = plan_activity(1, &activity(1, vec![]), vec![], &g, &cfg, None).unwrap();
+    let plan = plan_activity(
+        1,
+        &activity(1, vec![]),
+        vec![],
+        &g,
+        &cfg,
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(
         plan.entries, 2,
         "only the author's own user and home entries"
@@ -234,7 +269,16 @@ fn authors_above_the_threshold_are_not_pushed() {
         hybrid_threshold: 10,
         ..FanoutConfig::default()
     };
-    let plan = plan_activity(1, &activity(1, vec![]), vec![], &g, &cfg, None).unwrap();
+    let plan = plan_activity(
+        1,
+        &activity(1, vec![]),
+        vec![],
+        &g,
+        &cfg,
+        &FanoutOptions::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(plan.entries, 12, "at the threshold, still pushed");
 }
 
@@ -468,8 +512,26 @@ fn blind_writes_are_home_and_notification_entries_and_versions() {
     };
     let user_feed = feed::feed(p, 1, FeedKind::User);
     let mut plans = vec![
-        plan_activity(p, &a, b"body".to_vec(), &g, &cfg, None).unwrap(),
-        plan_activity(p, &a, b"body".to_vec(), &g, &cfg, Some(2)).unwrap(),
+        plan_activity(
+            p,
+            &a,
+            b"body".to_vec(),
+            &g,
+            &cfg,
+            &FanoutOptions::default(),
+            None,
+        )
+        .unwrap(),
+        plan_activity(
+            p,
+            &a,
+            b"body".to_vec(),
+            &g,
+            &cfg,
+            &FanoutOptions::default(),
+            Some(2),
+        )
+        .unwrap(),
         plan_retraction(p, &r, &place, &g, &cfg, None).unwrap(),
         plan_update(p, a.id, b"new".to_vec()),
         plan_backfill(p, 7, &[(place.position(), place.entry(feed::Reason::Own))]),
@@ -504,4 +566,153 @@ fn blind_writes_are_home_and_notification_entries_and_versions() {
         blind > 10,
         "the plans above write home entries and versions"
     );
+}
+
+/// `g`, where `blockers` block the author and `muters` mute them; counts the lookups.
+struct Filtering<'a> {
+    g: &'a Graph,
+    blockers: BTreeSet<UserId>,
+    muters: BTreeSet<UserId>,
+    lookups: std::cell::Cell<usize>,
+}
+
+impl GraphView for Filtering<'_> {
+    type Error = Infallible;
+    fn follower_count(&self, user: UserId) -> Result<u64, Infallible> {
+        self.g.follower_count(user)
+    }
+    fn followers_after(
+        &self,
+        user: UserId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, Infallible> {
+        self.g.followers_after(user, after, limit)
+    }
+    fn excluded(
+        &self,
+        _actor: UserId,
+        users: &[UserId],
+        blocks: bool,
+        mutes: bool,
+    ) -> Result<Vec<bool>, Infallible> {
+        self.lookups.set(self.lookups.get() + 1);
+        Ok(users
+            .iter()
+            .map(|u| (blocks && self.blockers.contains(u)) || (mutes && self.muters.contains(u)))
+            .collect())
+    }
+}
+
+/// Runs an activity's plan to completion with `opts`; returns the number of steps.
+fn run_with(
+    kv: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    a: &Activity,
+    g: &impl GraphView<Error = Infallible>,
+    cfg: &FanoutConfig,
+    opts: &FanoutOptions,
+) -> usize {
+    let mut resume = None;
+    for steps in 1.. {
+        let plan = plan_activity(1, a, b"body".to_vec(), g, cfg, opts, resume).unwrap();
+        apply(kv, &writes(&plan));
+        resume = plan.resume;
+        if resume.is_none() {
+            return steps;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn blockers_and_muters_are_skipped_with_one_lookup_per_step() {
+    let g = graph_with(1, [2, 3, 4, 5, 6]);
+    let f = Filtering {
+        g: &g,
+        blockers: [3, 7].into(),
+        muters: [4].into(),
+        lookups: Default::default(),
+    };
+    let cfg = FanoutConfig {
+        max_entries_per_step: 3,
+        ..FanoutConfig::default()
+    };
+    let a = activity(1, vec![7, 8]);
+
+    let opts = FanoutOptions {
+        skip_blocking_followers: true,
+        skip_muting_followers: true,
+        skip_blocking_recipients: true,
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    assert_eq!(run_with(&mut kv, &a, &f, &cfg, &opts), 2);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1, 2, 5, 6]);
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![8]);
+    // The recipients once, then one lookup per fan-out step.
+    assert_eq!(f.lookups.get(), 3);
+    assert!(!kv.contains_key(&fanout::key(1, a.id)), "fan-out finished");
+
+    // Blocks only: the muter still gets it.
+    let opts = FanoutOptions {
+        skip_blocking_followers: true,
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &f, &cfg, &opts);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1, 2, 4, 5, 6]);
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![7, 8]);
+}
+
+#[test]
+fn targets_choose_the_feeds_and_a_retraction_still_removes_everything() {
+    let g = graph_with(1, [2, 3]);
+    let a = activity(1, vec![5]);
+    let cfg = FanoutConfig::default();
+    let only_notes = FanoutOptions {
+        targets: Targets {
+            followers: false,
+            own: false,
+            notifications: true,
+        },
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &g, &cfg, &only_notes);
+    assert_eq!(
+        feed_owners(&kv, FeedKind::Home, 0..10),
+        Vec::<UserId>::new()
+    );
+    assert_eq!(
+        feed_owners(&kv, FeedKind::User, 0..10),
+        Vec::<UserId>::new()
+    );
+    assert_eq!(feed_owners(&kv, FeedKind::Notifications, 0..10), vec![5]);
+    assert_eq!(kv.get(&messages::key(1, a.id)).unwrap(), b"body");
+
+    let own_and_notes = FanoutOptions {
+        targets: Targets {
+            followers: false,
+            ..Targets::default()
+        },
+        ..FanoutOptions::default()
+    };
+    let mut kv = BTreeMap::new();
+    run_with(&mut kv, &a, &g, &cfg, &own_and_notes);
+    assert_eq!(feed_owners(&kv, FeedKind::Home, 0..10), vec![1]);
+    assert_eq!(feed_owners(&kv, FeedKind::User, 0..10), vec![1]);
+
+    // The retraction does not know how it was routed: it clears every place it could be.
+    let r = Retraction {
+        id: EventId::from_bytes([8; 16]),
+        activity_id: a.id,
+        actor: 1,
+        time_ms: 2_000,
+        producer: Producer::new("t", "1"),
+    };
+    let plan = plan_retraction(1, &r, &Placement::from(&a), &g, &cfg, None).unwrap();
+    apply(&mut kv, &writes(&plan));
+    for kind in FeedKind::ALL {
+        assert_eq!(feed_owners(&kv, kind, 0..10), Vec::<UserId>::new());
+    }
 }

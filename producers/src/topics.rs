@@ -109,6 +109,19 @@ pub async fn create(
     topics: &Topics,
     partitions: i32,
 ) -> Result<Vec<Created>, String> {
+    create_named(kafka, &topics.all(), partitions).await
+}
+
+/// Creates the named topics that do not exist yet (e.g. the processor chain's side-output
+/// topics) with `partitions` partitions.
+pub async fn create_named(
+    kafka: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+) -> Result<Vec<Created>, String> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     if partitions < 1 {
         return Err(format!("partitions must be at least 1, got {partitions}"));
     }
@@ -116,8 +129,7 @@ pub async fn create(
         .client()
         .create()
         .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
-    let new: Vec<NewTopic<'_>> = topics
-        .all()
+    let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
         .collect();

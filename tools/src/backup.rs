@@ -293,6 +293,10 @@ pub struct RestoreArgs {
     // As the live consumers' (replay applies events with them).
     #[command(flatten)]
     projector: ProjectorArgs,
+    /// Config file (TOML) whose `[pipeline]` processor chain the live consumers run: its
+    /// decisions shape the projection, so give the live one.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
     /// Threads loading chunks.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     threads: usize,
@@ -314,6 +318,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     o.until = args.until;
     o.force = args.force;
     o.threads = args.threads;
+    o.chain = crate::chain::handle_from(args.config.as_deref())?;
     if !args.no_kafka {
         let kafka = args.kafka.required().context(
             "restore replays the log after the backup from Kafka; pass --brokers, or --no-kafka to stop after the backup and archive",
@@ -378,6 +383,10 @@ pub struct VerifyArgs {
     // With --rebuild: as the live consumers'.
     #[command(flatten)]
     projector: ProjectorArgs,
+    /// Config file (TOML) whose `[pipeline]` processor chain the live consumers run: its
+    /// decisions shape the projection, so give the live one.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
     /// Also compare feed versions (they depend on the order events were applied in).
     #[arg(long)]
     with_fver: bool,
@@ -459,6 +468,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     cfg.topics = args.kafka.topics();
     cfg.consumer = args.group.clone();
     cfg.reread = args.reread_from_start;
+    cfg.chain = crate::chain::handle_from(args.config.as_deref())?;
     eprintln!("rebuilding scratch projection {scratch} from the log to compare with {p}…");
     let stop = AtomicBool::new(false);
     let report = rebuild::run(&cfg, store.clone(), &stop, &mut |_, _, _| {});

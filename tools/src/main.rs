@@ -3,14 +3,17 @@
 //! `main` parses flags, sets up logging and calls into the libraries; the subcommands live in
 //! their own modules. Run `tidings --help` for the list.
 
+mod admin_pipeline;
 mod backup;
 mod bench;
+mod chain;
 #[cfg(test)]
 mod compose_tests;
 mod config;
 mod demo;
 mod ops;
 mod pipeline;
+mod pipeline_test;
 mod progress;
 mod replay;
 mod rollback;
@@ -54,6 +57,10 @@ enum Command {
     /// Manages tidings' Kafka topics.
     #[command(subcommand)]
     Topics(pipeline::TopicsCommand),
+    /// The processor chain: `tidings pipeline test --config F --events FILE.jsonl` dry-runs it
+    /// over recorded events.
+    #[command(subcommand)]
+    Pipeline(pipeline_test::PipelineCommand),
     /// Runs the whole pipeline in one process (local broker, ingest, consumers, query) on a
     /// seeded social workload and prints a report.
     Demo(demo::DemoArgs),
@@ -150,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => pipeline::ingest(args),
         Command::Errors(args) => ops::digest::run(args),
         Command::Topics(cmd) => pipeline::topics(cmd),
+        Command::Pipeline(cmd) => pipeline_test::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Replay(args) => replay::run(args),

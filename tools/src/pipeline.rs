@@ -2,6 +2,10 @@
 //! separate processes (`tidings consume`, `tidings serve`, `tidings ingest`), and
 //! `tidings topics create`. Every long-running role serves the operations surface of
 //! [`crate::ops`] (`/health`, `/ready`, `/metrics`, `/v1/admin/...`).
+//!
+//! `up` and `consume` run the processor chain of `--config` and watch the file: an edit swaps
+//! the chain between batches (`crate::chain`); `up` also serves `POST /v1/admin/pipeline`
+//! behind the admin token.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,9 +22,11 @@ use tidings_consumers::project::Projector;
 use tidings_core::keys::meta;
 use tidings_query::http::QueryOptions;
 
+use crate::chain::{EnsureTopics, Reloader};
 use crate::config::Config;
 use crate::ops::ready::BrokerProbe;
 use crate::ops::{self, webhook, webhook::WebhookArgs, Ops, OpsArgs, Role};
+use tidings_consumers::chain::ChainHandle;
 use tidings_core::control::Control;
 use tidings_core::write::decode_i64;
 use tidings_producers::broker::{BrokerStorage, LocalBroker};
@@ -140,15 +146,21 @@ impl ProjectorArgs {
 }
 
 impl ConsumeArgs {
-    /// The applier of the live consumers; `control` carries the fan-out switches.
-    fn applier(&self, store: Arc<dyn Store>, control: Arc<Control>) -> anyhow::Result<Applier> {
+    /// The applier of the live consumers; `control` carries the fan-out switches, `chain` the
+    /// processor chain (swappable between batches).
+    fn applier(
+        &self,
+        store: Arc<dyn Store>,
+        control: Arc<Control>,
+        chain: ChainHandle,
+    ) -> anyhow::Result<Applier> {
         let active = store
             .get(&meta::active())
             .context("reading the active projection")?
             .map_or(meta::DEFAULT_PROJECTION, |v| decode_i64(&v));
         let mut projector = self.projector.projector(active)?;
         projector.control = control;
-        Ok(Applier::new(store, projector, self.group.clone()))
+        Ok(Applier::new(store, projector, self.group.clone()).with_chain(chain))
     }
 
     /// Starts feed maintenance (trimming, unfollow cleanup) on its own thread.
@@ -184,13 +196,17 @@ impl ConsumeArgs {
 /// `tidings topics …`
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Creates tidings' topics that do not exist yet.
+    /// Creates tidings' topics that do not exist yet (and, with --config, the processor
+    /// chain's side-output topics).
     Create {
         #[command(flatten)]
         kafka: KafkaArgs,
         /// Partitions of each new topic.
         #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
         partitions: i32,
+        /// Config file: also create the topics its `[pipeline]` sends side outputs to.
+        #[arg(long, env = "TIDINGS_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -215,6 +231,9 @@ pub struct ConsumeCmd {
     listen: Option<SocketAddr>,
     #[command(flatten)]
     ops: OpsArgs,
+    /// How often the config file is checked for changes (processor chain hot reload), in ms.
+    #[arg(long, default_value_t = 1_000)]
+    config_poll_ms: u64,
     /// Exit after this many ms without a new record (batch use: catch up, then stop).
     #[arg(long)]
     exit_when_idle_ms: Option<u64>,
@@ -254,6 +273,9 @@ pub struct UpArgs {
     query: QueryArgs,
     #[command(flatten)]
     ops: OpsArgs,
+    /// How often the config file is checked for changes (processor chain hot reload), in ms.
+    #[arg(long, default_value_t = 1_000)]
+    config_poll_ms: u64,
     #[command(flatten)]
     webhook: WebhookArgs,
     #[command(flatten)]
@@ -321,11 +343,25 @@ pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
 /// `tidings topics create`.
 pub fn topics(cmd: TopicsCommand) -> anyhow::Result<()> {
     match cmd {
-        TopicsCommand::Create { kafka, partitions } => {
+        TopicsCommand::Create {
+            kafka,
+            partitions,
+            config,
+        } => {
             let cfg = kafka.required()?;
-            let created = runtime()?
+            let side = match &config {
+                Some(path) => Config::chain(Some(path))?.topics(),
+                None => Vec::new(),
+            };
+            let side: Vec<&str> = side.iter().map(String::as_str).collect();
+            let rt = runtime()?;
+            let mut created = rt
                 .block_on(topics::create(&cfg, &kafka.topics(), partitions))
                 .map_err(anyhow::Error::msg)?;
+            created.extend(
+                rt.block_on(topics::create_named(&cfg, &side, partitions))
+                    .map_err(anyhow::Error::msg)?,
+            );
             for c in created {
                 match c {
                     Created::New(t) => println!("created {t} ({partitions} partitions)"),
@@ -366,7 +402,13 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     let control = Arc::new(Control::default());
     // The recorder first: the consume loop's metrics count from its first batch.
     let metrics = cmd.listen.map(|_| ops::install_metrics()).transpose()?;
-    let applier = cmd.consume.applier(store.clone(), control.clone())?;
+    // The chain after the recorder, so its version gauge is exported.
+    let path = cmd.ops.config.as_deref();
+    let loaded = path.and_then(crate::chain::stamp);
+    let chain = crate::chain::handle_from(path)?;
+    // Side-output topics must exist on the cluster (`tidings topics create --config F`).
+    let reloader = Reloader::new(chain.clone(), None);
+    let applier = cmd.consume.applier(store.clone(), control.clone(), chain)?;
     let topics = cmd.kafka.topics();
     let handle = kafka::spawn(
         cmd.consume
@@ -374,6 +416,7 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
         applier,
     )?;
     let (maintain_stop, maintain) = cmd.consume.maintain(store.clone())?;
+    let watch = watch_config(path, loaded, reloader.clone(), cmd.config_poll_ms)?;
     let stats = handle.stats();
     let stop = ctrl_c_flag()?;
     // The operations surface on its own runtime, beside the synchronous loop below.
@@ -389,7 +432,8 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
                 ready_max_lag: cmd.consume.ready_max_lag,
             });
             ops::spawn_store_size(&rt, store.clone(), ops::STORE_SIZE_EVERY);
-            let app = ops::app(axum::Router::new(), ops, token, Vec::new(), metrics);
+            let pipeline = crate::admin_pipeline::router(reloader);
+            let app = ops::app(axum::Router::new(), ops, token, vec![pipeline], metrics);
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind(listen))
                 .with_context(|| format!("cannot listen on {listen} (in use? try --listen)"))?;
@@ -429,10 +473,43 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
         }
     }
     handle.stop()?;
+    stop_watch(watch);
     maintain_stop.store(true, Ordering::SeqCst);
     let _ = maintain.join();
     println!("{}", progress_line(&stats));
     Ok(())
+}
+
+/// The config watcher thread and its stop flag.
+type Watch = Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>;
+
+/// Starts watching `path` (if any) for processor chain changes since `loaded`.
+fn watch_config(
+    path: Option<&Path>,
+    loaded: crate::chain::Stamp,
+    reloader: Reloader,
+    poll_ms: u64,
+) -> anyhow::Result<Watch> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = reloader
+        .watch(
+            path.to_path_buf(),
+            loaded,
+            Duration::from_millis(poll_ms.max(10)),
+            stop.clone(),
+        )
+        .context("starting the config watcher")?;
+    Ok(Some((stop, t)))
+}
+
+fn stop_watch(w: Watch) {
+    if let Some((stop, t)) = w {
+        stop.store(true, Ordering::SeqCst);
+        let _ = t.join();
+    }
 }
 
 impl ConsumeCmd {
@@ -505,7 +582,30 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let metrics = ops::install_metrics()?;
     let control = Arc::new(Control::default());
-    let applier = args.consume.applier(store.clone(), control.clone())?;
+    // The chain after the recorder, so its version gauge is exported.
+    let path = args.ops.config.as_deref();
+    let loaded = path.and_then(crate::chain::stamp);
+    let chain = crate::chain::handle_from(path)?;
+    let ensure: EnsureTopics = {
+        let (kafka, partitions) = (kafka.clone(), args.partitions);
+        Arc::new(move |names: &[String]| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            futures::executor::block_on(topics::create_named(&kafka, &names, partitions)).map(
+                |created| {
+                    for c in created {
+                        if let Created::New(t) = c {
+                            eprintln!("created side-output topic {t} ({partitions} partitions)");
+                        }
+                    }
+                },
+            )
+        })
+    };
+    ensure(&chain.current().0.topics()).map_err(anyhow::Error::msg)?;
+    let reloader = Reloader::new(chain.clone(), Some(ensure));
+    let applier = args
+        .consume
+        .applier(store.clone(), control.clone(), chain)?;
     let mut ccfg = args
         .consume
         .config(kafka.clone(), topics.clone(), control.clone());
@@ -549,12 +649,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         ready_max_lag: args.consume.ready_max_lag,
     });
     ops::spawn_store_size(&rt, store.clone(), ops::STORE_SIZE_EVERY);
+    let watch = watch_config(path, loaded, reloader.clone(), args.config_poll_ms)?;
     let app = tidings_producers::gateway::router(producer)
         .merge(tidings_query::http::router(store.clone(), qopts));
+    let pipeline = crate::admin_pipeline::router(reloader);
     serve_until_ctrl_c(
         &rt,
         args.listen,
-        ops::app(app, ops, token, Vec::new(), metrics),
+        ops::app(app, ops, token, vec![pipeline], metrics),
         closing,
         format!(
             "tidings is up: http://{} (POST /v1/activities, GET /v1/feeds/{{user}}/home, /metrics, /health, /ready, /v1/admin); Ctrl-C stops",
@@ -564,6 +666,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     )?;
     let stats = consumer.stats();
     consumer.stop()?;
+    stop_watch(watch);
     maintain_stop.store(true, Ordering::SeqCst);
     let _ = maintain.join();
     backup_stop.store(true, Ordering::SeqCst);

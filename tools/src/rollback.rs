@@ -78,6 +78,10 @@ pub struct RebuildArgs {
     // As the live consumers' (other values build a different projection).
     #[command(flatten)]
     projector: ProjectorArgs,
+    /// Config file (TOML) whose `[pipeline]` processor chain the live consumers run: its
+    /// decisions shape the projection, so give the live one.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
     /// Records per apply (bulk mode).
     #[arg(long, default_value_t = 250_000)]
     batch_records: usize,
@@ -120,6 +124,7 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     cfg.batch_bytes = args.batch_mb << 20;
     cfg.reread = args.reread_from_start;
     cfg.resume_finished = args.resume;
+    cfg.chain = crate::chain::handle_from(args.config.as_deref())?;
     let stop = crate::pipeline::ctrl_c_flag()?;
     let bar = crate::progress::bar(0, "rebuild");
     bar.set_style(

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use tidings_consumers::apply::{Applier, DeadLetter, DeadLetterSink, Outcome, Positions, Record};
+use tidings_consumers::chain::SideRecord;
 use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
 use tidings_consumers::project::Projector;
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Producer as Who, Retraction};
@@ -85,6 +86,9 @@ struct NoDeadLetters;
 impl DeadLetterSink for NoDeadLetters {
     fn send(&self, letters: &[DeadLetter]) -> Result<(), String> {
         panic!("unexpected dead letters: {letters:?}")
+    }
+    fn emit(&self, outputs: &[SideRecord]) -> Result<(), String> {
+        panic!("unexpected side outputs: {outputs:?}")
     }
 }
 

@@ -19,6 +19,12 @@
 //!   edges, pulled authors) completely before any it writes from those checks (feed entries,
 //!   versions, counts), so a guard is never newer than the effects it guards. Within a phase,
 //!   ranges are split and read by parallel readers;
+//! - **processor decisions** (`prc`, see `tidings_core::keys::procstate`) are read in a phase
+//!   of their own before everything else, so no decision in the snapshot is newer than the
+//!   effects read after it. They are replay-safe besides: a dedupe record names the record
+//!   where the event was first seen, so replaying that very record applies it again (only
+//!   other copies are duplicates), and a rate limiter records each admitted event rather than
+//!   a counter, so a replayed admitted event is admitted again and never counted twice;
 //! - **counters** (`cnt`, by atomic add): restore recomputes them from the restored edges
 //!   before replaying, so edges and counts agree and replay keeps them agreeing. Feed versions
 //!   (`fver`) may end higher than an uninterrupted run's: they are cache validators, which only
@@ -58,11 +64,11 @@ use crate::apply::Record;
 use crate::log::{LogError, LogReader, Next, PartitionRange};
 use crate::versions;
 
-/// The order keyspaces are read in (see the module doc): the first [`GUARDS`] (what replay
-/// checks) completely before the effects they guard. `off` is also read first of all, into the
-/// manifest; its chunk is kept for the record.
-pub const SCAN_ORDER: [&str; 11] = [
-    "msg", "fan", "fwr", "fwg", "blk", "mut", "pull", "feed", "fver", "cnt", "off",
+/// The order keyspaces are read in (see the module doc): the processors' decisions (`prc`)
+/// first of all, then the [`GUARDS`] (what replay checks) completely before the effects they
+/// guard. `off` is also read first of all, into the manifest; its chunk is kept for the record.
+pub const SCAN_ORDER: [&str; 12] = [
+    "prc", "msg", "fan", "fwr", "fwg", "blk", "mut", "pull", "feed", "fver", "cnt", "off",
 ];
 
 /// The name of the users' notification marks in manifests (they live outside projections).
@@ -371,8 +377,12 @@ fn scan_phases(p: Projection) -> Vec<Vec<ScanRange>> {
     };
     let (mb, me) = keys::marks::range();
     vec![
-        SCAN_ORDER[..GUARDS].iter().map(|ks| range(ks)).collect(),
-        SCAN_ORDER[GUARDS..SCAN_ORDER.len() - 1]
+        SCAN_ORDER[..DECISIONS].iter().map(|ks| range(ks)).collect(),
+        SCAN_ORDER[DECISIONS..DECISIONS + GUARDS]
+            .iter()
+            .map(|ks| range(ks))
+            .collect(),
+        SCAN_ORDER[DECISIONS + GUARDS..SCAN_ORDER.len() - 1]
             .iter()
             .map(|ks| range(ks))
             .collect(),
@@ -380,7 +390,10 @@ fn scan_phases(p: Projection) -> Vec<Vec<ScanRange>> {
     ]
 }
 
-/// How many of [`SCAN_ORDER`] are guards.
+/// How many of [`SCAN_ORDER`] are processor decisions (`prc`), read in a phase of their own.
+pub const DECISIONS: usize = 1;
+
+/// How many of [`SCAN_ORDER`] after the decisions are guards.
 pub const GUARDS: usize = 7;
 
 /// `parts - 1` keys splitting `[first, last]` evenly by their bytes after the common prefix

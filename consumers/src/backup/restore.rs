@@ -27,6 +27,7 @@ use tidings_store::{KeyValue, RangeOptions, Store, WriteBatch};
 
 use super::{files, list, BackupError, Kind, LogSource, Manifest, Segment, MARKS};
 use crate::apply::{Applier, DeadLetter, DeadLetterSink, Outcome, Positions, Record};
+use crate::chain::{ChainHandle, SideRecord};
 use crate::project::Projector;
 use crate::rebuild::{self, RebuildConfig, Until};
 
@@ -51,6 +52,8 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Records per apply while replaying.
     pub batch_records: usize,
+    /// The processor chain, as the live consumers run it (side outputs are not sent again).
+    pub chain: ChainHandle,
 }
 
 impl RestoreOptions {
@@ -65,6 +68,7 @@ impl RestoreOptions {
             log: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_records: 20_000,
+            chain: ChainHandle::default(),
         }
     }
 }
@@ -190,11 +194,15 @@ pub fn check_chain(dir: &Path, chain: &[Manifest]) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Counts dead letters instead of sending them (the live consumers sent them).
+/// Drops dead letters and side outputs instead of sending them (the live consumers sent them).
 struct CountDeadLetters;
 
 impl DeadLetterSink for CountDeadLetters {
     fn send(&self, _letters: &[DeadLetter]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn emit(&self, _outputs: &[SideRecord]) -> Result<(), String> {
         Ok(())
     }
 }
@@ -252,6 +260,7 @@ pub fn run(
     rcfg.until = o.until.map(Until::Time);
     rcfg.resume_finished = true;
     rcfg.into_active = true;
+    rcfg.chain = o.chain.clone();
     if let Some(l) = &o.log {
         rcfg.topics = l.topics.clone();
         rcfg.reread = l.reread;
@@ -261,7 +270,8 @@ pub fn run(
         .set(meta::rebuild(p), rcfg.record().into_bytes());
     store.commit(mark)?;
 
-    let applier = Applier::new(store.clone(), projector, o.consumer.clone());
+    let applier =
+        Applier::new(store.clone(), projector, o.consumer.clone()).with_chain(o.chain.clone());
     let stats = applier.stats();
     let mut positions: Positions = HashMap::new();
     if let Some(offs) = full.offsets.get(&o.consumer) {

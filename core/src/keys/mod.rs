@@ -15,6 +15,7 @@
 //! | [`marks`] | `("mark", user, "seen"/"read")` | newest notification position seen / read |
 //! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |
 //! | [`fanout`] | `(p, "fan", event_id)` | cursor of an unfinished fan-out |
+//! | [`procstate`] | `(p, "prc", processor_id, …)` | what stateful processors remember (dedupe, rate limits) |
 //! | [`meta`] | `("meta", name)` | active projection version, layout version |
 //!
 //! Values that are counters are 8-byte little-endian i64, the encoding of FoundationDB's atomic
@@ -28,6 +29,7 @@ pub mod marks;
 pub mod messages;
 pub mod meta;
 pub mod offsets;
+pub mod procstate;
 pub mod pull;
 
 use foundationdb_tuple::{pack, pack_into, Subspace, TuplePack};
@@ -55,8 +57,8 @@ pub(crate) fn key_in<T: TuplePack>(p: Projection, name: &str, t: &T) -> Vec<u8> 
 }
 
 /// The keyspaces of a projection, by the short name in their keys, for digests and backups.
-pub const KEYSPACES: [&str; 11] = [
-    "msg", "feed", "fver", "fwr", "fwg", "blk", "mut", "cnt", "pull", "off", "fan",
+pub const KEYSPACES: [&str; 12] = [
+    "msg", "feed", "fver", "fwr", "fwg", "blk", "mut", "cnt", "pull", "off", "fan", "prc",
 ];
 
 /// `(begin, end)` of keyspace `name` in projection `p`.

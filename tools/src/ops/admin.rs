@@ -47,7 +47,12 @@ pub fn router(ops: Arc<Ops>, token: Option<Arc<str>>, extra: Vec<Router>) -> Rou
     for e in extra {
         r = r.merge(e);
     }
-    r.layer(axum::middleware::from_fn_with_state(token, guard))
+    guarded(r, token)
+}
+
+/// `routes` behind the admin token (403 when there is none, 401 without the right one).
+pub fn guarded(routes: Router, token: Option<Arc<str>>) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(token, guard))
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {

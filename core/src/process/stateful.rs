@@ -1,0 +1,230 @@
+//! The stateful processors: `dedupe` and `rate_limit`. Their state lives in the `prc`
+//! keyspace ([`crate::keys::procstate`]), written in the same batch as the event's effects;
+//! time is the log time, cut into buckets of the processor's window.
+//!
+//! ```toml
+//! [[pipeline.processor]]
+//! id = "dedupe"
+//! kind = "dedupe"
+//! window_ms = 600000        # a re-published event id within 10 minutes of log time is dropped
+//!
+//! [[pipeline.processor]]
+//! id = "flood"
+//! kind = "rate_limit"
+//! max_events = 30           # per actor …
+//! per_ms = 60000            # … per minute of log time (fixed windows)
+//! verbs = ["post", "comment"]       # only these count and are limited (default: every event)
+//! excess_topic = "tidings.deferred" # excess goes there (deferred) instead of being dropped
+//! ```
+//!
+//! **dedupe** drops (`duplicate`) an event whose id was seen at another log position within
+//! `window_ms` of log time (always caught within one window, possibly up to two: buckets are
+//! `window_ms` wide and the current and previous ones are checked). The same record applied
+//! again (a restore replaying the log) is recognised as itself. Matches on a duplicate.
+//!
+//! **rate_limit** admits at most `max_events` events per actor per fixed window of `per_ms`
+//! of log time; each admitted event is recorded, so an event replayed after a restore finds
+//! itself and is admitted again. Excess events are dropped (`rate_limited`) or, with
+//! `excess_topic`, sent there as an `avro` side output and not applied (`rate_limited_deferred`:
+//! deferred, not lost; whoever consumes that topic re-publishes them later). Matches on an
+//! excess event.
+//!
+//! Both pass without state while a split fan-out resumes (they admitted the event already).
+
+use serde::Deserialize;
+
+use super::config::{check_topic, check_verbs, config_error, EmitConfig, Format};
+use super::{Ctx, Decision, Flow, ProcessError, Processor};
+use crate::keys::procstate;
+use crate::write::Mutation;
+
+/// `kind = "dedupe"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// The processor's id (names its state: changing it starts afresh).
+    pub id: String,
+    /// Side output for every duplicate.
+    pub emit: Option<EmitConfig>,
+    /// How long (ms of log time) an event id is remembered; at least one window, at most two.
+    pub window_ms: i64,
+}
+
+/// `kind = "rate_limit"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The processor's id (names its state).
+    pub id: String,
+    /// Side output for every excess event (besides `excess_topic`).
+    pub emit: Option<EmitConfig>,
+    /// Events admitted per actor per window.
+    pub max_events: usize,
+    /// The window, ms of log time.
+    pub per_ms: i64,
+    /// Only events with these verbs (activity verbs, `retract`, `update`, graph ops) count and
+    /// are limited (default: every event).
+    pub verbs: Option<Vec<String>>,
+    /// Send excess events here (their record, Avro) instead of dropping them.
+    pub excess_topic: Option<String>,
+}
+
+/// Moves the processor's bucket cursor to `bucket` if it is newer, clearing older buckets than
+/// `bucket - 1` once per change (or everything if the cursor was written under other settings).
+fn advance(cx: &mut Ctx<'_>, kind: &str, bucket_ms: i64, bucket: i64) -> Result<(), ProcessError> {
+    let key = procstate::cursor(cx.p, cx.id);
+    let cur = cx
+        .state
+        .get(&key)?
+        .and_then(|v| procstate::decode_cursor(&v));
+    let set = Mutation::Set {
+        key,
+        value: procstate::encode_cursor(kind, bucket_ms, bucket),
+    };
+    match cur {
+        Some((k, ms, b)) if k == kind && ms == bucket_ms => {
+            if bucket > b {
+                cx.mutations
+                    .push(procstate::clear_before(cx.p, cx.id, bucket - 1));
+                cx.mutations.push(set);
+            }
+        }
+        Some(_) => {
+            cx.mutations.push(procstate::clear_all(cx.p, cx.id));
+            cx.mutations.push(set);
+        }
+        None => cx.mutations.push(set),
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub(crate) struct Dedupe {
+    window_ms: i64,
+}
+
+impl Dedupe {
+    pub(crate) fn new(c: &DedupeConfig) -> Result<Self, ProcessError> {
+        if c.window_ms <= 0 {
+            return Err(config_error(&c.id, "window_ms must be positive"));
+        }
+        Ok(Dedupe {
+            window_ms: c.window_ms,
+        })
+    }
+}
+
+impl Processor for Dedupe {
+    fn process(&self, cx: &mut Ctx<'_>) -> Result<Decision, ProcessError> {
+        if cx.resuming {
+            return Ok(Decision::next());
+        }
+        let bucket = cx.log_time_ms.div_euclid(self.window_ms);
+        let id = cx.event.id();
+        let o = cx.origin;
+        let origin = procstate::encode_origin(&o.topic, o.partition, o.offset);
+        for b in [bucket, bucket - 1] {
+            if let Some(first) = cx.state.get(&procstate::seen(cx.p, cx.id, b, id))? {
+                if first == origin {
+                    // This very record again (a replay): it was admitted.
+                    return Ok(Decision::next());
+                }
+                return Ok(Decision::matched(
+                    Flow::Drop {
+                        reason: "duplicate".into(),
+                    },
+                    format!("event {id} was seen within the last {} ms", self.window_ms),
+                ));
+            }
+        }
+        advance(cx, "dedupe", self.window_ms, bucket)?;
+        cx.mutations.push(Mutation::Set {
+            key: procstate::seen(cx.p, cx.id, bucket, id),
+            value: origin,
+        });
+        Ok(Decision::next())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RateLimit(RateLimitConfig);
+
+impl RateLimit {
+    pub(crate) fn new(c: &RateLimitConfig) -> Result<Self, ProcessError> {
+        if c.per_ms <= 0 {
+            return Err(config_error(&c.id, "per_ms must be positive"));
+        }
+        if c.max_events == 0 {
+            return Err(config_error(
+                &c.id,
+                "max_events must be at least 1 (to stop every event, use a rule with then = \"drop\")",
+            ));
+        }
+        if let Some(v) = &c.verbs {
+            for verb in v {
+                // Graph ops and `retract`/`update` are verbs here too.
+                if crate::event::GraphOp::parse(verb).is_none()
+                    && verb != "retract"
+                    && verb != "update"
+                {
+                    check_verbs(&c.id, "verbs", std::slice::from_ref(verb))?;
+                }
+            }
+        }
+        if let Some(t) = &c.excess_topic {
+            check_topic(&c.id, "excess_topic", t)?;
+        }
+        Ok(RateLimit(c.clone()))
+    }
+}
+
+impl Processor for RateLimit {
+    fn process(&self, cx: &mut Ctx<'_>) -> Result<Decision, ProcessError> {
+        let c = &self.0;
+        if cx.resuming
+            || c.verbs
+                .as_ref()
+                .is_some_and(|v| !v.iter().any(|x| x == cx.event.verb()))
+        {
+            return Ok(Decision::next());
+        }
+        let bucket = cx.log_time_ms.div_euclid(c.per_ms);
+        let (actor, id) = (cx.event.actor(), cx.event.id());
+        let mine = procstate::admitted(cx.p, cx.id, bucket, actor, id);
+        if cx.state.get(&mine)?.is_some() {
+            // Admitted before (a replay): admitted again, not counted twice.
+            return Ok(Decision::next());
+        }
+        let (b, e) = procstate::admitted_range(cx.p, cx.id, bucket, actor);
+        let admitted = cx.state.count(&b, &e, c.max_events)?;
+        if admitted < c.max_events {
+            advance(cx, "rate_limit", c.per_ms, bucket)?;
+            cx.mutations.push(Mutation::Set {
+                key: mine,
+                value: Vec::new(),
+            });
+            return Ok(Decision::next());
+        }
+        let note = format!(
+            "user {actor} is over {} events per {} ms",
+            c.max_events, c.per_ms
+        );
+        let reason = match &c.excess_topic {
+            Some(t) => {
+                cx.emit(t, Format::Avro, note.clone());
+                "rate_limited_deferred"
+            }
+            None => "rate_limited",
+        };
+        Ok(Decision::matched(
+            Flow::Drop {
+                reason: reason.into(),
+            },
+            note,
+        ))
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.0.excess_topic.iter().cloned().collect()
+    }
+}
