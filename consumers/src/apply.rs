@@ -608,10 +608,10 @@ impl Applier {
     /// ([`Overlay::layered`]). Reads of the snapshot are remembered across batches ([`Memo`]:
     /// an author's followers are read once, not once per post), each batch's writes forgotten
     /// from that cache once committed — sound because in bulk mode nothing else writes the
-    /// projection (a second writer moves the offsets and is caught by their preconditions). Batch N+1 goes to the store only
-    /// after N committed, with preconditions on the offsets N stored; if N fails or is fenced,
-    /// N+1 is dropped unwritten. So the result is exactly that of committing one batch after
-    /// the other.
+    /// projection (a second writer moves the offsets and is caught by their preconditions).
+    /// Batch N+1 goes to the store only after N committed, with preconditions on the offsets
+    /// N stored; if N fails or is fenced, N+1 is dropped unwritten. So the result is exactly
+    /// that of committing one batch after the other.
     fn apply_pipelined(
         &self,
         positions: &mut Positions,
