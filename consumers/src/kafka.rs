@@ -531,8 +531,16 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
         std::thread::Builder::new()
             .name(format!("consume-{}", cfg.group))
             .spawn(move || {
+                // Cleared however the loop ends, a panic included, so /ready and the admin
+                // API never report a dead loop as running.
+                struct NotRunning(Arc<AtomicBool>);
+                impl Drop for NotRunning {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::SeqCst);
+                    }
+                }
+                let _running = NotRunning(monitor.running.clone());
                 let r = run(&cfg, &consumer, applier, &dlq, &monitor, &stop);
-                monitor.running.store(false, Ordering::SeqCst);
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "the consume loop stopped with an error; restart the process");
                 }

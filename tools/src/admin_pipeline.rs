@@ -96,6 +96,19 @@ mod tests {
         let (status, body) = post(Some("s3cret"), good);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["version"], 2);
+        // The auth scheme is case-insensitive.
+        let lower = rt.block_on(async {
+            http.post(&url)
+                .header("authorization", "bearer s3cret")
+                .body(good.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(lower, 200);
+        assert_eq!(handle.current().1, 3);
         assert_eq!(body["processors"], serde_json::json!([["d", "dedupe"]]));
         assert_eq!(handle.current().0.len(), 1);
 
@@ -110,7 +123,7 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("running chain is unchanged"), "{e}");
-        assert_eq!(handle.current().1, 2);
+        assert_eq!(handle.current().1, 3);
     }
 
     #[test]

@@ -522,6 +522,23 @@ impl ConsumeCmd {
     }
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM, which container runtimes, systemd and Kubernetes send to stop
+/// a process (as PID 1 in a container, an unhandled SIGTERM would be ignored until SIGKILL).
+pub(crate) async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
@@ -532,9 +549,7 @@ pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>
                 .enable_all()
                 .build()
             {
-                rt.block_on(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                });
+                rt.block_on(stop_signal());
                 f.store(true, Ordering::SeqCst);
             }
         })
@@ -815,7 +830,7 @@ fn serve_until_ctrl_c(
         eprintln!("{banner}");
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                stop_signal().await;
                 closing.store(true, Ordering::SeqCst);
                 eprintln!("{stopping}");
             })

@@ -84,7 +84,9 @@ async fn guard(State(token): State<Option<Arc<str>>>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 7235): `bearer t` is as good as `Bearer t`.
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
     let refuse = |why: &str| {
         let mut r = error(StatusCode::UNAUTHORIZED, why);
         r.headers_mut().insert(

@@ -212,7 +212,8 @@ impl Digest {
 
     /// Whether there is nothing to report.
     pub fn is_empty(&self) -> bool {
-        self.dead_letters.total == 0 && self.logged.total == 0
+        // Unreadable log lines are news too (a corrupted log hides errors).
+        self.dead_letters.total == 0 && self.logged.total == 0 && self.unreadable_log_lines == 0
     }
 
     /// The digest for people.
