@@ -47,7 +47,6 @@ impl Default for ChainHandle {
 impl ChainHandle {
     /// A handle starting with `chain` (version 1).
     pub fn new(chain: Arc<Chain>) -> Self {
-        metrics::gauge!("tidings_pipeline_chain_version").set(1.0);
         ChainHandle {
             inner: Arc::new(RwLock::new((chain, 1))),
             versions: Arc::new(AtomicU64::new(1)),
@@ -64,8 +63,11 @@ impl ChainHandle {
 
     /// Replaces the chain from the next batch on; returns the new version.
     pub fn swap(&self, chain: Arc<Chain>) -> u64 {
+        // Numbered and installed under one lock, so concurrent reloads (file watcher and
+        // admin API) install in version order and the gauge names the chain in force.
+        let mut current = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let v = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
-        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = (chain, v);
+        *current = (chain, v);
         metrics::gauge!("tidings_pipeline_chain_version").set(v as f64);
         v
     }

@@ -559,8 +559,8 @@ emit = { topic = "audit" }
     let prc_before = prc(s);
     assert_eq!(
         prc_before.len(),
-        1 + 5 + 1,
-        "dedupe's cursor, the follows and the post"
+        2 + 5 + 1,
+        "dedupe's cursors (one per source partition: the graph's, the activities'), the follows and the post"
     );
 
     // Restarted: the same record again, resumed from the cursor.

@@ -175,6 +175,8 @@ pub fn handle_from(path: Option<&Path>) -> anyhow::Result<ChainHandle> {
                 .join(" → ")
         );
     }
+    // The process's chain at start (appliers' own default handles do not touch the gauge).
+    metrics::gauge!("tidings_pipeline_chain_version").set(1.0);
     Ok(ChainHandle::new(Arc::new(chain)))
 }
 

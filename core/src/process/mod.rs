@@ -283,6 +283,9 @@ pub(crate) struct Ctx<'a> {
     pub resuming: bool,
     pub state: &'a dyn StateView,
     pub mutations: Vec<Mutation>,
+    /// Keys of state writes that stand only if the event is not deferred (dedupe records: a
+    /// deferred event comes back under the same id and must not be its own duplicate).
+    pub unless_deferred: Vec<Vec<u8>>,
     pub fanout: FanoutOptions,
     pub side: Vec<SideOutput>,
 }
@@ -403,6 +406,7 @@ impl Chain {
             resuming: input.resuming,
             state,
             mutations: Vec::new(),
+            unless_deferred: Vec::new(),
             fanout: FanoutOptions::default(),
             side: Vec::new(),
         };
@@ -460,6 +464,14 @@ impl Chain {
         if input.resuming {
             // Admitted when its first step was committed; transformations only.
             verdict = Verdict::Project;
+        }
+        if matches!(&verdict, Verdict::Drop { reason, .. } if reason == stateful::DEFERRED)
+            && !cx.unless_deferred.is_empty()
+        {
+            let void = std::mem::take(&mut cx.unless_deferred);
+            cx.mutations.retain(
+                |m| !matches!(m, Mutation::Set { key, .. } if void.iter().any(|v| v == key)),
+            );
         }
         Ok(Run {
             verdict,

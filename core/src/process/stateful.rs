@@ -18,9 +18,10 @@
 //! ```
 //!
 //! **dedupe** drops (`duplicate`) an event whose id was seen at another log position within
-//! `window_ms` of log time (always caught within one window, possibly up to two: buckets are
-//! `window_ms` wide and the current and previous ones are checked). The same record applied
-//! again (a restore replaying the log) is recognised as itself. Matches on a duplicate.
+//! `window_ms` of log time, either way (always caught within one window, possibly up to two:
+//! buckets are `window_ms` wide and the event's own, the previous and the next are checked).
+//! The same record applied again (a restore replaying the log) is recognised as itself.
+//! Matches on a duplicate.
 //!
 //! **rate_limit** admits at most `max_events` events per actor per fixed window of `per_ms`
 //! of log time; each admitted event is recorded, so an event replayed after a restore finds
@@ -30,13 +31,20 @@
 //! excess event.
 //!
 //! Both pass without state while a split fan-out resumes (they admitted the event already).
+//! Their state is per source partition, and an event older than the two kept buckets is judged
+//! in the older of them (see [`crate::keys::procstate`]).
 
+use foundationdb_tuple::Subspace;
 use serde::Deserialize;
 
 use super::config::{check_topic, check_verbs, config_error, EmitConfig, Format};
 use super::{Ctx, Decision, Flow, ProcessError, Processor};
 use crate::keys::procstate;
 use crate::write::Mutation;
+
+/// The drop reason of an event a rate limiter sent to its `excess_topic` to come back later;
+/// dedupe records of such an event are voided (its re-publish is not a duplicate).
+pub(crate) const DEFERRED: &str = "rate_limited_deferred";
 
 /// `kind = "dedupe"`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -69,10 +77,46 @@ pub struct RateLimitConfig {
     pub excess_topic: Option<String>,
 }
 
-/// Moves the processor's bucket cursor to `bucket` if it is newer, clearing older buckets than
-/// `bucket - 1` once per change (or everything if the cursor was written under other settings).
-fn advance(cx: &mut Ctx<'_>, kind: &str, bucket_ms: i64, bucket: i64) -> Result<(), ProcessError> {
-    let key = procstate::cursor(cx.p, cx.id);
+/// The state scope of the event in `cx`: this processor, the event's source partition.
+fn scope_of(cx: &Ctx<'_>) -> Subspace {
+    procstate::scope(cx.p, cx.id, &cx.origin.topic, cx.origin.partition)
+}
+
+/// The scope's newest bucket, if its cursor was written under this kind and bucket size.
+fn newest(
+    cx: &Ctx<'_>,
+    s: &Subspace,
+    kind: &str,
+    bucket_ms: i64,
+) -> Result<Option<i64>, ProcessError> {
+    Ok(cx
+        .state
+        .get(&procstate::cursor(s))?
+        .and_then(|v| procstate::decode_cursor(&v))
+        .and_then(|(k, ms, b)| (k == kind && ms == bucket_ms).then_some(b)))
+}
+
+/// The bucket an event of log time `log_ms` is judged in: its own, or for an event older than
+/// the two kept buckets the older of them (late events count; nothing is written below).
+fn bucket_for(newest: Option<i64>, log_ms: i64, bucket_ms: i64) -> i64 {
+    let own = log_ms.div_euclid(bucket_ms);
+    match newest {
+        Some(b) => own.max(b - 1),
+        None => own,
+    }
+}
+
+/// Moves the scope's bucket cursor to `bucket` if it is newer, clearing buckets older than
+/// `bucket - 1` once per change (or the whole scope if the cursor was written under other
+/// settings).
+fn advance(
+    cx: &mut Ctx<'_>,
+    s: &Subspace,
+    kind: &str,
+    bucket_ms: i64,
+    bucket: i64,
+) -> Result<(), ProcessError> {
+    let key = procstate::cursor(s);
     let cur = cx
         .state
         .get(&key)?
@@ -84,13 +128,12 @@ fn advance(cx: &mut Ctx<'_>, kind: &str, bucket_ms: i64, bucket: i64) -> Result<
     match cur {
         Some((k, ms, b)) if k == kind && ms == bucket_ms => {
             if bucket > b {
-                cx.mutations
-                    .push(procstate::clear_before(cx.p, cx.id, bucket - 1));
+                cx.mutations.push(procstate::clear_before(s, bucket - 1));
                 cx.mutations.push(set);
             }
         }
         Some(_) => {
-            cx.mutations.push(procstate::clear_all(cx.p, cx.id));
+            cx.mutations.push(procstate::clear_all(s));
             cx.mutations.push(set);
         }
         None => cx.mutations.push(set),
@@ -119,12 +162,15 @@ impl Processor for Dedupe {
         if cx.resuming {
             return Ok(Decision::next());
         }
-        let bucket = cx.log_time_ms.div_euclid(self.window_ms);
+        let s = scope_of(cx);
+        let newest = newest(cx, &s, "dedupe", self.window_ms)?;
+        let bucket = bucket_for(newest, cx.log_time_ms, self.window_ms);
         let id = cx.event.id();
         let o = cx.origin;
         let origin = procstate::encode_origin(&o.topic, o.partition, o.offset);
-        for b in [bucket, bucket - 1] {
-            if let Some(first) = cx.state.get(&procstate::seen(cx.p, cx.id, b, id))? {
+        // The next bucket too: a copy published with an earlier log time than the first.
+        for b in [bucket, bucket - 1, bucket + 1] {
+            if let Some(first) = cx.state.get(&procstate::seen(&s, b, id))? {
                 if first == origin {
                     // This very record again (a replay): it was admitted.
                     return Ok(Decision::next());
@@ -137,11 +183,10 @@ impl Processor for Dedupe {
                 ));
             }
         }
-        advance(cx, "dedupe", self.window_ms, bucket)?;
-        cx.mutations.push(Mutation::Set {
-            key: procstate::seen(cx.p, cx.id, bucket, id),
-            value: origin,
-        });
+        advance(cx, &s, "dedupe", self.window_ms, bucket)?;
+        let key = procstate::seen(&s, bucket, id);
+        cx.unless_deferred.push(key.clone());
+        cx.mutations.push(Mutation::Set { key, value: origin });
         Ok(Decision::next())
     }
 }
@@ -188,17 +233,19 @@ impl Processor for RateLimit {
         {
             return Ok(Decision::next());
         }
-        let bucket = cx.log_time_ms.div_euclid(c.per_ms);
+        let s = scope_of(cx);
+        let newest = newest(cx, &s, "rate_limit", c.per_ms)?;
+        let bucket = bucket_for(newest, cx.log_time_ms, c.per_ms);
         let (actor, id) = (cx.event.actor(), cx.event.id());
-        let mine = procstate::admitted(cx.p, cx.id, bucket, actor, id);
+        let mine = procstate::admitted(&s, bucket, actor, id);
         if cx.state.get(&mine)?.is_some() {
             // Admitted before (a replay): admitted again, not counted twice.
             return Ok(Decision::next());
         }
-        let (b, e) = procstate::admitted_range(cx.p, cx.id, bucket, actor);
+        let (b, e) = procstate::admitted_range(&s, bucket, actor);
         let admitted = cx.state.count(&b, &e, c.max_events)?;
         if admitted < c.max_events {
-            advance(cx, "rate_limit", c.per_ms, bucket)?;
+            advance(cx, &s, "rate_limit", c.per_ms, bucket)?;
             cx.mutations.push(Mutation::Set {
                 key: mine,
                 value: Vec::new(),
@@ -212,7 +259,7 @@ impl Processor for RateLimit {
         let reason = match &c.excess_topic {
             Some(t) => {
                 cx.emit(t, Format::Avro, note.clone());
-                "rate_limited_deferred"
+                DEFERRED
             }
             None => "rate_limited",
         };

@@ -274,7 +274,7 @@ fn dedupe_drops_a_republished_id_within_the_window_and_forgets_old_buckets() {
     // The same record again (a replay) is itself, not a duplicate.
     let r = run(&c, &e, &origin(10_000, 10_000), &mem);
     assert_eq!(r.verdict, Verdict::Project);
-    // Re-published: another offset, within the window (across a bucket boundary too).
+    // Re-published: another offset, within the window (the same bucket, then the next).
     let r = step(&c, &mut mem, &e, 10_999);
     assert_eq!(
         r.verdict,
@@ -292,6 +292,7 @@ fn dedupe_drops_a_republished_id_within_the_window_and_forgets_old_buckets() {
     );
     // Two windows later the bucket of the first is cleared, once.
     let r = step(&c, &mut mem, &act(3, 1, "post", "z"), 12_100);
+    let scope = procstate::scope(1, "d", "tidings.activities", 0);
     assert_eq!(
         r.mutations.len(),
         3,
@@ -299,11 +300,11 @@ fn dedupe_drops_a_republished_id_within_the_window_and_forgets_old_buckets() {
         r.mutations
     );
     assert!(mem
-        .get(&procstate::seen(1, "d", 10, id(1)))
+        .get(&procstate::seen(&scope, 10, id(1)))
         .unwrap()
         .is_none());
     assert!(mem
-        .get(&procstate::seen(1, "d", 11, id(2)))
+        .get(&procstate::seen(&scope, 11, id(2)))
         .unwrap()
         .is_some());
     assert_eq!(step(&c, &mut mem, &e, 12_200).verdict, Verdict::Project);
@@ -377,6 +378,120 @@ verbs = ["post"]
         (s.topic.as_str(), s.format, &s.event),
         ("later", Format::Avro, &excess)
     );
+}
+
+/// Runs `e` from partition `partition` at log time `t` and applies its state writes.
+fn step_on(c: &Chain, mem: &mut Mem, e: &Event, partition: i32, t: i64) -> Run {
+    let o = Origin {
+        partition,
+        ..origin(t, t)
+    };
+    let r = run(c, e, &o, mem);
+    mem.apply(&r.mutations);
+    r
+}
+
+#[test]
+fn late_events_count_and_partitions_keep_their_own_clocks() {
+    let c = chain(
+        "[[pipeline.processor]]\nid = \"f\"\nkind = \"rate_limit\"\nmax_events = 2\nper_ms = 1000\n",
+    );
+    let mut mem = Mem::default();
+    // Partition 0 is at log time 50 s; partition 1 saw one event stamped far in the future.
+    assert_eq!(
+        step_on(&c, &mut mem, &act(1, 7, "post", "a"), 0, 50_000).verdict,
+        Verdict::Project
+    );
+    assert_eq!(
+        step_on(&c, &mut mem, &act(2, 9, "post", "b"), 1, 9_000_000).verdict,
+        Verdict::Project
+    );
+    // Partition 1's clock cleared nothing of partition 0: user 7 has one slot left.
+    assert_eq!(
+        step_on(&c, &mut mem, &act(3, 7, "post", "c"), 0, 50_100).verdict,
+        Verdict::Project
+    );
+    let over = step_on(&c, &mut mem, &act(4, 7, "post", "d"), 0, 50_200);
+    assert!(matches!(over.verdict, Verdict::Drop { .. }), "{over:?}");
+    // An event stamped long before the kept buckets is judged in the older kept one, not let
+    // through against state already cleared: user 9 (partition 1) gets 2 there, then no more.
+    for (n, want_admitted) in [(5, true), (6, true), (7, false)] {
+        let r = step_on(&c, &mut mem, &act(n, 9, "post", "late"), 1, 1_000);
+        assert_eq!(r.verdict == Verdict::Project, want_admitted, "{n}: {r:?}");
+    }
+    // Nothing was written below the kept buckets (bounded state).
+    let kept = procstate::scope(1, "f", "tidings.activities", 1);
+    let Mutation::ClearRange { begin, end } = procstate::clear_before(&kept, 8_999) else {
+        panic!("a range clear")
+    };
+    assert_eq!(mem.0.range(begin..end).count(), 0);
+
+    // Dedupe catches a copy stamped earlier than the first (the next bucket is checked too).
+    let d = chain("[[pipeline.processor]]\nid = \"d\"\nkind = \"dedupe\"\nwindow_ms = 1000\n");
+    let mut mem = Mem::default();
+    let e = act(1, 1, "post", "x");
+    assert_eq!(step(&d, &mut mem, &e, 20_100).verdict, Verdict::Project);
+    assert!(matches!(
+        step(&d, &mut mem, &e, 19_900).verdict,
+        Verdict::Drop { .. }
+    ));
+}
+
+#[test]
+fn a_deferred_event_republished_is_not_its_own_duplicate() {
+    let c = chain(
+        r#"
+[[pipeline.processor]]
+id = "d"
+kind = "dedupe"
+window_ms = 600000
+
+[[pipeline.processor]]
+id = "f"
+kind = "rate_limit"
+max_events = 1
+per_ms = 1000
+excess_topic = "later"
+"#,
+    );
+    let mut mem = Mem::default();
+    assert_eq!(
+        step(&c, &mut mem, &act(1, 7, "post", "a"), 5_000).verdict,
+        Verdict::Project
+    );
+    let excess = act(2, 7, "post", "b");
+    let r = step(&c, &mut mem, &excess, 5_001);
+    assert_eq!(
+        r.verdict,
+        Verdict::Drop {
+            by: "f".into(),
+            reason: "rate_limited_deferred".into()
+        }
+    );
+    // Its re-publish, a window later (same id, another offset), is applied once.
+    assert_eq!(step(&c, &mut mem, &excess, 7_000).verdict, Verdict::Project);
+    let again = step(&c, &mut mem, &excess, 7_001);
+    assert_eq!(
+        again.verdict,
+        Verdict::Drop {
+            by: "d".into(),
+            reason: "duplicate".into()
+        }
+    );
+    // A plain drop still records the id: a re-publish of a dropped spam stays dropped.
+    let c = chain(
+        "[[pipeline.processor]]\nid = \"d\"\nkind = \"dedupe\"\nwindow_ms = 600000\n\n[[pipeline.processor]]\nid = \"f\"\nkind = \"rate_limit\"\nmax_events = 1\nper_ms = 1000\n",
+    );
+    let mut mem = Mem::default();
+    step(&c, &mut mem, &act(1, 7, "post", "a"), 5_000);
+    assert!(matches!(
+        step(&c, &mut mem, &excess, 5_001).verdict,
+        Verdict::Drop { reason, .. } if reason == "rate_limited"
+    ));
+    assert!(matches!(
+        step(&c, &mut mem, &excess, 7_000).verdict,
+        Verdict::Drop { reason, .. } if reason == "duplicate"
+    ));
 }
 
 #[test]
