@@ -161,6 +161,14 @@ impl Pauser {
         let Ok(assigned) = consumer.assignment() else {
             return;
         };
+        // Forget partitions revoked meanwhile: one revoked and assigned back during the pause
+        // comes back unpaused and must be paused again.
+        let now: HashSet<TopicPartition> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.held.retain(|tp| now.contains(tp));
         let mut tpl = rdkafka::TopicPartitionList::new();
         for e in assigned.elements() {
             let tp = (e.topic().to_string(), e.partition());

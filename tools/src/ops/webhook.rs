@@ -103,6 +103,9 @@ impl WebhookArgs {
                     next = Instant::now() + every;
                     s.once(&src, &url, every, |d| rt.block_on(post(&client, &url, d)));
                 }
+                // Stopping: the period since the last digest goes out now rather than never
+                // (the next process starts its own from its start).
+                s.once(&src, &url, every, |d| rt.block_on(post(&client, &url, d)));
             })
             .context("starting the error digest thread")?;
         Ok(Some(handle))
