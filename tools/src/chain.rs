@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tidings_consumers::chain::ChainHandle;
 use tidings_core::process::Chain;
@@ -125,9 +125,9 @@ impl Reloader {
         }
     }
 
-    /// Watches `path` on its own thread, reloading when its modification time or length
-    /// differs from `loaded` (the [`stamp`] taken before the running chain was read from it, so
-    /// an edit in between is not missed), until `stop` is set.
+    /// Watches `path` on its own thread, reloading when its contents differ from `loaded` (the
+    /// [`stamp`] taken before the running chain was read from it, so an edit in between is not
+    /// missed), until `stop` is set.
     pub fn watch(
         self,
         path: PathBuf,
@@ -152,13 +152,19 @@ impl Reloader {
     }
 }
 
-/// What tells a file changed: modification time and length (`None`: unreadable).
-pub type Stamp = Option<(SystemTime, u64)>;
+/// What tells a file changed: a hash of its contents (`None`: unreadable). Not its modification
+/// time and length: a same-length edit within the file system's time granularity, or two saves
+/// between polls, would go unseen (config files are small; reading one per poll is cheap).
+pub type Stamp = Option<u64>;
 
 /// The [`Stamp`] of `path` now.
 pub fn stamp(path: &Path) -> Stamp {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    // SipHash with fixed keys: the same contents give the same stamp within the process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// The chain of the config file at `path` (empty without one), in a new handle.
@@ -274,6 +280,11 @@ mod tests {
         wait("refused", &|| reloader.failures() == 1);
         assert_eq!(handle.current().1, 2);
         assert_eq!(handle.current().0.len(), 2);
+        // A same-length edit (window 1000 → 2000) is seen too: contents, not time and size.
+        let edited = TWO.replace("window_ms = 1000", "window_ms = 2000");
+        assert_eq!(edited.len(), TWO.len());
+        std::fs::write(&path, &edited).unwrap();
+        wait("same-length edit reloaded", &|| handle.current().1 == 3);
         stop.store(true, Ordering::SeqCst);
         t.join().unwrap();
     }
