@@ -169,7 +169,12 @@ pub fn stamp(path: &Path) -> Stamp {
 
 /// The chain of the config file at `path` (empty without one), in a new handle.
 pub fn handle_from(path: Option<&Path>) -> anyhow::Result<ChainHandle> {
-    let chain: Chain = Config::chain(path)?;
+    handle_of(&Config::load(path)?)
+}
+
+/// The chain of a config file already loaded, in a new handle.
+pub fn handle_of(cfg: &Config) -> anyhow::Result<ChainHandle> {
+    let chain: Chain = cfg.build_chain()?;
     if !chain.is_empty() {
         eprintln!(
             "processor chain: {}",

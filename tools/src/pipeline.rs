@@ -396,6 +396,9 @@ fn store_at(data: &Path, url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
 /// `tidings consume`: the consumers alone, against `--brokers`.
 pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     let kafka = cmd.kafka.required()?;
+    // Stamped before it is read, so an edit in between is seen by the watcher.
+    let path = cmd.ops.config.as_deref();
+    let loaded = path.and_then(crate::chain::stamp);
     let cfg = cmd.ops.load_config()?;
     let token = cmd.ops.token(&cfg);
     let store = store_at(&cmd.data, cmd.store.as_deref())?;
@@ -403,9 +406,7 @@ pub fn consume(cmd: ConsumeCmd) -> anyhow::Result<()> {
     // The recorder first: the consume loop's metrics count from its first batch.
     let metrics = cmd.listen.map(|_| ops::install_metrics()).transpose()?;
     // The chain after the recorder, so its version gauge is exported.
-    let path = cmd.ops.config.as_deref();
-    let loaded = path.and_then(crate::chain::stamp);
-    let chain = crate::chain::handle_from(path)?;
+    let chain = crate::chain::handle_of(&cfg)?;
     // Side-output topics must exist on the cluster (`tidings topics create --config F`).
     let reloader = Reloader::new(chain.clone(), None);
     let applier = cmd.consume.applier(store.clone(), control.clone(), chain)?;
@@ -561,6 +562,9 @@ pub(crate) fn ctrl_c_flag() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    // Stamped before it is read, so an edit in between is seen by the watcher.
+    let path = args.ops.config.as_deref();
+    let loaded = path.and_then(crate::chain::stamp);
     let cfg = args.ops.load_config()?;
     let token = args.ops.token(&cfg);
     let store = store_at(&args.data, args.store.as_deref())?;
@@ -598,9 +602,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let metrics = ops::install_metrics()?;
     let control = Arc::new(Control::default());
     // The chain after the recorder, so its version gauge is exported.
-    let path = args.ops.config.as_deref();
-    let loaded = path.and_then(crate::chain::stamp);
-    let chain = crate::chain::handle_from(path)?;
+    let chain = crate::chain::handle_of(&cfg)?;
     let ensure: EnsureTopics = {
         let (kafka, partitions) = (kafka.clone(), args.partitions);
         Arc::new(move |names: &[String]| {
