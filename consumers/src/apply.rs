@@ -404,10 +404,7 @@ fn rejected_as(record: &Record, event: &Event, code: &str, why: String) -> DeadL
 
 /// A dead letter for a record that decoded into `event` but cannot be applied.
 fn rejected(record: &Record, event: &Event, why: String) -> DeadLetter {
-    DeadLetter {
-        producer: Some(event.producer().to_string()),
-        ..dead_letter(record, "rejected", why)
-    }
+    rejected_as(record, event, "rejected", why)
 }
 
 /// The projection a raw `("meta","active")` value names (absent: the default, 1).
