@@ -27,6 +27,36 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
+/// A store on disk holding `base`.
+fn store_with(base: Vec<Mutation>) -> (tempfile::TempDir, RocksStore) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+    commit(&store, base);
+    (dir, store)
+}
+
+fn commit(store: &RocksStore, ms: Vec<Mutation>) {
+    let mut b = WriteBatch::new();
+    b.extend(ms);
+    store.commit(b).expect("commit");
+}
+
+/// Every key by `get_many`, every key by `get`, and the range `from..to` with `opts`.
+type Reads = (
+    Vec<Option<Vec<u8>>>,
+    Vec<Option<Vec<u8>>>,
+    Vec<(Vec<u8>, Vec<u8>)>,
+);
+
+fn reads(v: &dyn ReadView, from: u8, to: u8, opts: RangeOptions) -> Reads {
+    let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
+    (
+        v.get_many(&keys).expect("get_many"),
+        keys.iter().map(|k| v.get(k).expect("get")).collect(),
+        v.range(&key(from), &key(to), opts).expect("range"),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -39,29 +69,17 @@ proptest! {
         from in 0u8..12,
         to in 0u8..13,
     ) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
-        let mut b = WriteBatch::new();
-        b.extend(base);
-        store.commit(b).expect("commit base");
-
+        let (_dir, store) = store_with(base);
+        let opts = RangeOptions { limit, reverse };
         let snap = store.snapshot().expect("snapshot");
         let mut overlay = Overlay::new(&*snap);
         overlay.apply(&pending);
-        let opts = RangeOptions { limit, reverse };
-        let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
-        let seen_get = overlay.get_many(&keys).expect("overlay get_many");
-        let seen_one: Vec<_> = keys.iter().map(|k| overlay.get(k).expect("overlay get")).collect();
-        let seen_range = overlay.range(&key(from), &key(to), opts).expect("overlay range");
+        let (seen_get, seen_one, seen_range) = reads(&overlay, from, to, opts);
         drop(overlay);
         drop(snap);
 
-        let mut p = WriteBatch::new();
-        p.extend(pending);
-        store.commit(p).expect("commit pending");
-        let after = store.snapshot().expect("snapshot");
-        let want_get = after.get_many(&keys).expect("get_many");
-        let want_range = after.range(&key(from), &key(to), opts).expect("range");
+        commit(&store, pending);
+        let (want_get, _, want_range) = reads(&*store.snapshot().expect("snapshot"), from, to, opts);
         prop_assert_eq!(&seen_get, &want_get);
         prop_assert_eq!(&seen_one, &want_get);
         prop_assert_eq!(seen_range, want_range);
@@ -81,33 +99,21 @@ proptest! {
         from in 0u8..12,
         to in 0u8..13,
     ) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
-        let mut b = WriteBatch::new();
-        b.extend(base);
-        store.commit(b).expect("commit base");
-
+        let (_dir, store) = store_with(base);
+        let opts = RangeOptions { limit, reverse };
         let snap = store.snapshot().expect("snapshot");
         let mut first = Overlay::new(&*snap);
         first.apply(&lower);
         let mut overlay = Overlay::layered(&*snap, first.into_deltas().1);
         overlay.apply(&pending);
-        let opts = RangeOptions { limit, reverse };
-        let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
-        let seen_get = overlay.get_many(&keys).expect("overlay get_many");
-        let seen_one: Vec<_> = keys.iter().map(|k| overlay.get(k).expect("overlay get")).collect();
-        let seen_range = overlay.range(&key(from), &key(to), opts).expect("overlay range");
+        let (seen_get, seen_one, seen_range) = reads(&overlay, from, to, opts);
         drop(overlay);
         drop(snap);
 
         for ms in [lower, pending] {
-            let mut p = WriteBatch::new();
-            p.extend(ms);
-            store.commit(p).expect("commit");
+            commit(&store, ms);
         }
-        let after = store.snapshot().expect("snapshot");
-        let want_get = after.get_many(&keys).expect("get_many");
-        let want_range = after.range(&key(from), &key(to), opts).expect("range");
+        let (want_get, _, want_range) = reads(&*store.snapshot().expect("snapshot"), from, to, opts);
         prop_assert_eq!(&seen_get, &want_get);
         prop_assert_eq!(&seen_one, &want_get);
         prop_assert_eq!(seen_range, want_range);
@@ -129,12 +135,7 @@ proptest! {
         from in 0u8..12,
         to in 0u8..13,
     ) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
-        let mut b = WriteBatch::new();
-        b.extend(base);
-        store.commit(b).expect("commit base");
-        let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
+        let (_dir, store) = store_with(base);
         let opts = RangeOptions { limit, reverse };
         let cache = ReadCache::new();
         // Reads of the whole space, twice each: the second time from the cache.
@@ -142,9 +143,7 @@ proptest! {
             let mut out = Vec::new();
             for _ in 0..2 {
                 out.push((
-                    v.get_many(&keys).expect("get_many"),
-                    keys.iter().map(|k| v.get(k).expect("get")).collect::<Vec<_>>(),
-                    v.range(&key(from), &key(to), opts).expect("range"),
+                    reads(v, from, to, opts),
                     v.range(&key(0), &key(12), RangeOptions::default()).expect("whole range"),
                 ));
             }
@@ -161,9 +160,7 @@ proptest! {
             seen.push(read(&overlay));
             let (_, written) = overlay.into_deltas();
             drop(snap);
-            let mut p = WriteBatch::new();
-            p.extend(batch);
-            store.commit(p).expect("commit");
+            commit(&store, batch);
             cache.forget(&written);
             wants.push(read(&*store.snapshot().expect("snapshot")));
         }

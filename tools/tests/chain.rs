@@ -85,28 +85,7 @@ fn read_topics(
     topics: &[&str],
     settle: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let mut c = kafka.client();
-    c.set("group.id", "chain-test-reader")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in topics {
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(t, p, rdkafka::Offset::Offset(0))
-                .unwrap();
-        }
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < settle {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(m.detach());
-            last = Instant::now();
-        }
-    }
-    out
+    read_from_start_until(kafka, topics, |_, idle| idle >= settle)
 }
 
 fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {

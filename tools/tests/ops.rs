@@ -12,23 +12,13 @@ use std::time::Duration;
 use common::roles::{checks, sample, Http, Role};
 use common::*;
 use serde_json::{json, Value};
-use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Producer as Who};
+use tidings_core::event::{Activity, Event, Producer as Who};
 use tidings_core::keys::feed::FeedKind;
 use tidings_core::keys::meta::DEFAULT_PROJECTION;
 use tidings_core::EventId;
+use tidings_producers::broker::LocalBroker;
 
 const TOKEN: &str = "s3cret-admin-token";
-
-fn follow(actor: i64, subject: i64) -> Event {
-    Event::Graph(GraphChange {
-        id: EventId::MIN,
-        actor,
-        subject,
-        op: GraphOp::Follow,
-        time_ms: 1_767_225_600_000,
-        producer: Who::new("test", "1"),
-    })
-}
 
 fn activity(actor: i64, verb: &str, n: i64) -> Event {
     Event::Activity(Activity {
@@ -43,6 +33,25 @@ fn activity(actor: i64, verb: &str, n: i64) -> Event {
         attributes: BTreeMap::new(),
         producer: Who::new("test", "1"),
     })
+}
+
+/// `tidings consume` on all partitions of `b`, its store in `data`, with the admin token.
+fn admin_consumer(tmp: &std::path::Path, b: &LocalBroker, data: &std::path::Path) -> Role {
+    Role::start(
+        "consume",
+        &[
+            "consume",
+            "--brokers",
+            &b.bootstrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--instance",
+            "0/1",
+            "--reread-from-start",
+        ],
+        &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
+        tmp,
+    )
 }
 
 fn wait_ready(http: &Http, role: &mut Role) {
@@ -80,22 +89,7 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     let b = broker(tmp.path());
     let http = Http::default();
     let data = tmp.path().join("consumer");
-    let data_arg = data.to_str().unwrap();
-    let mut c = Role::start(
-        "consume",
-        &[
-            "consume",
-            "--brokers",
-            &b.bootstrap(),
-            "--data",
-            data_arg,
-            "--instance",
-            "0/1",
-            "--reread-from-start",
-        ],
-        &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
-        tmp.path(),
-    );
+    let mut c = admin_consumer(tmp.path(), &b, &data);
     wait_ready(&http, &mut c);
     let p = producer(&b.kafka());
     publish_all(&p, &[follow(2, 1), activity(1, "post", 0)]);
@@ -214,21 +208,7 @@ fn a_pause_mid_stream_loses_and_doubles_nothing() {
     let b = broker(tmp.path());
     let http = Http::default();
     let data = tmp.path().join("consumer");
-    let mut c = Role::start(
-        "consume",
-        &[
-            "consume",
-            "--brokers",
-            &b.bootstrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--instance",
-            "0/1",
-            "--reread-from-start",
-        ],
-        &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
-        tmp.path(),
-    );
+    let mut c = admin_consumer(tmp.path(), &b, &data);
     wait_ready(&http, &mut c);
     let p = producer(&b.kafka());
     publish_all(&p, &[follow(2, 1)]);

@@ -13,20 +13,9 @@ use serde_json::{json, Value};
 use tidings_consumers::apply::Applier;
 use tidings_consumers::kafka::{self, Assignment, ConsumerConfig};
 use tidings_consumers::project::Projector;
-use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Producer as Who};
+use tidings_core::event::{Activity, Event, Producer as Who};
 use tidings_core::keys::feed::FeedKind;
 use tidings_core::EventId;
-
-fn follow(actor: i64, subject: i64) -> Event {
-    Event::Graph(GraphChange {
-        id: EventId::MIN,
-        actor,
-        subject,
-        op: GraphOp::Follow,
-        time_ms: 1_767_225_600_000,
-        producer: Who::new("test", "1"),
-    })
-}
 
 fn post(actor: i64, n: i64, to: Vec<i64>) -> Event {
     Event::Activity(Activity {

@@ -46,6 +46,19 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// `actor` follows `subject` (id `EventId::MIN`: the producer assigns one).
+pub fn follow(actor: UserId, subject: UserId) -> tidings_core::event::Event {
+    use tidings_core::event::{Event, GraphChange, GraphOp, Producer as Who};
+    Event::Graph(GraphChange {
+        id: EventId::MIN,
+        actor,
+        subject,
+        op: GraphOp::Follow,
+        time_ms: 1_767_225_600_000,
+        producer: Who::new("test", "1"),
+    })
+}
+
 pub fn producer(kafka: &KafkaConfig) -> Producer {
     let mut c = ProducerConfig::new(kafka.brokers.clone());
     c.delivery_timeout = Duration::from_secs(10);
@@ -143,6 +156,19 @@ pub fn read_from_start(
     topics: &[&str],
     want: usize,
 ) -> Vec<rdkafka::message::OwnedMessage> {
+    let start = Instant::now();
+    read_from_start_until(kafka, topics, |read, _| {
+        read.len() >= want || start.elapsed() >= Duration::from_secs(30)
+    })
+}
+
+/// Every message of `topics` from the start of the log, without a consumer group's offsets,
+/// polled until `enough(messages so far, time since the last one arrived)`.
+pub fn read_from_start_until(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+    mut enough: impl FnMut(&[rdkafka::message::OwnedMessage], Duration) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let mut c = kafka.client();
     c.set("group.id", "test-reader")
@@ -157,10 +183,11 @@ pub fn read_from_start(
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let start = Instant::now();
-    while out.len() < want && start.elapsed() < Duration::from_secs(30) {
+    let mut last = Instant::now();
+    while !enough(&out, last.elapsed()) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             out.push(m.detach());
+            last = Instant::now();
         }
     }
     out
