@@ -1025,12 +1025,20 @@ impl Applier {
                 std::mem::take(&mut p.tally).export();
                 self.stats.visible.record(&p.published_ms);
                 metrics::counter!("tidings_events_applied_total").increment(p.applied.events);
+                // Summed per label set first: one registry lookup per (topic, verb) and batch,
+                // not per event (a bulk batch holds hundreds of thousands).
+                let mut by_label: BTreeMap<(String, &'static str), (u64, u64)> = BTreeMap::new();
                 for (topic, verb, unpushed) in p.labels {
+                    let n = by_label.entry((topic, verb)).or_default();
+                    n.0 += 1;
+                    n.1 += u64::from(unpushed);
+                }
+                for ((topic, verb), (events, unpushed)) in by_label {
                     metrics::counter!("tidings_events_total", "topic" => topic, "verb" => verb)
-                        .increment(1);
-                    if unpushed {
+                        .increment(events);
+                    if unpushed > 0 {
                         metrics::counter!("tidings_fanout_unpushed_total", "verb" => verb)
-                            .increment(1);
+                            .increment(unpushed);
                     }
                 }
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
