@@ -54,9 +54,12 @@ pub struct Written {
 /// Compresses `raw` behind `magic` into `path` (atomically: temporary name, fsync, rename).
 pub fn write(path: &Path, magic: &[u8; 8], raw: &[u8]) -> Result<Written, BackupError> {
     let io = |e: std::io::Error| BackupError::Io(format!("writing {}: {e}", path.display()));
-    let mut out = Vec::with_capacity(lz4_flex::block::get_maximum_output_size(raw.len()) + 8);
-    out.extend_from_slice(magic);
-    out.extend_from_slice(&lz4_flex::block::compress(raw));
+    // Compressed in place behind the magic: no second buffer to copy from.
+    let mut out = vec![0u8; magic.len() + lz4_flex::block::get_maximum_output_size(raw.len())];
+    out[..magic.len()].copy_from_slice(magic);
+    let n = lz4_flex::block::compress_into(raw, &mut out[magic.len()..])
+        .map_err(|e| BackupError::Io(format!("compressing {}: {e}", path.display())))?;
+    out.truncate(magic.len() + n);
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(io)?;
     f.write_all(&out).map_err(io)?;

@@ -497,8 +497,11 @@ fn read_range(
 ) -> Result<(), BackupError> {
     let (ks, begin, end, prefix) = range;
     let mut from = begin.clone();
+    // A chunk holds `chunk_bytes` of keys and values plus 8 bytes of lengths per pair: size
+    // the next buffer like the last one so it does not grow (and copy) while it fills.
+    let mut capacity = chunk_bytes + chunk_bytes / 4;
     while !stop.load(Ordering::Relaxed) {
-        let mut raw = Vec::with_capacity(chunk_bytes + (64 << 10));
+        let mut raw = Vec::with_capacity(capacity + (64 << 10));
         let mut records = 0u64;
         let next = store
             .snapshot()?
@@ -507,6 +510,7 @@ fn read_range(
                 files::push_pair(&mut raw, &k[(*prefix).min(k.len())..], v);
                 records += 1;
             })?;
+        capacity = capacity.max(raw.len());
         let chunk_end = next.clone().unwrap_or_else(|| end.clone());
         let total = read_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed) + raw.len() as u64;
         let c = RawChunk {
