@@ -329,6 +329,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(open_rocks(data)?))
+}
+
+/// The embedded store itself (for what only RocksDB has, such as waiting for compactions).
+pub(crate) fn open_rocks(data: &Path) -> anyhow::Result<RocksStore> {
     let dir = data.join("store");
     let s = RocksStore::open(&dir, RocksOptions::default()).with_context(|| {
         format!(
@@ -337,7 +342,7 @@ pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
         )
     })?;
     tidings_store::layout::ensure(&s, &dir.display().to_string())?;
-    Ok(Arc::new(s))
+    Ok(s)
 }
 
 /// `tidings topics create`.
