@@ -171,10 +171,13 @@ impl RocksStore {
     /// Flushes the memtables and waits until no compaction is queued or running: a benchmark
     /// measures its own work on a store at rest, not the store finishing what it was doing
     /// when it was last closed (RocksDB cancels a running compaction at close and starts it
-    /// again at the next open).
+    /// again at the next open). Call it while nothing writes: RocksDB waits for whatever
+    /// compactions new writes keep causing.
     pub fn settle(&self) -> Result<()> {
         let mut o = rocksdb::WaitForCompactOptions::default();
         o.set_flush(true);
+        // Paused background work would never finish: return instead of waiting forever.
+        o.set_abort_on_pause(true);
         self.db.wait_for_compact(&o).map_err(backend_err)
     }
 
@@ -652,6 +655,33 @@ impl Store for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settle_waits_for_the_compaction_of_overlapping_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let prop = |name: &str| s.db.property_int_value(name).unwrap().unwrap();
+        // Eight flushed files over the same keys: past the L0 compaction trigger (4).
+        for round in 0..8u32 {
+            let mut b = WriteBatch::new();
+            for i in 0..2_000u32 {
+                b.set(
+                    format!("k{i:05}").into_bytes(),
+                    round.to_le_bytes().to_vec(),
+                );
+            }
+            s.commit(b).unwrap();
+            s.flush().unwrap();
+        }
+        s.settle().unwrap();
+        assert_eq!(prop("rocksdb.compaction-pending"), 0);
+        assert_eq!(prop("rocksdb.num-running-compactions"), 0);
+        assert!(prop("rocksdb.num-files-at-level0") < 4);
+        assert_eq!(
+            s.snapshot().unwrap().get(b"k01999").unwrap(),
+            Some(7u32.to_le_bytes().to_vec())
+        );
+    }
 
     #[test]
     fn estimated_size_counts_flushed_data() {

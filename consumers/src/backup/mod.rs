@@ -497,8 +497,9 @@ fn read_range(
 ) -> Result<(), BackupError> {
     let (ks, begin, end, prefix) = range;
     let mut from = begin.clone();
-    // A chunk holds `chunk_bytes` of keys and values plus 8 bytes of lengths per pair: size
-    // the next buffer like the last one so it does not grow (and copy) while it fills.
+    // A chunk holds `chunk_bytes` of keys and values plus 8 bytes of lengths per pair (less
+    // the projection prefix each key drops): size the next buffer like the largest chunk so
+    // far, so it rarely grows (and copies) while it fills.
     let mut capacity = chunk_bytes + chunk_bytes / 4;
     while !stop.load(Ordering::Relaxed) {
         let mut raw = Vec::with_capacity(capacity + (64 << 10));

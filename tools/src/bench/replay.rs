@@ -147,8 +147,8 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
     };
     let rocks = Arc::new(crate::pipeline::open_rocks(&dir)?);
     let store: Arc<dyn Store> = rocks.clone();
-    // Each timed phase starts on a store at rest: the flushes and compactions the previous
-    // phase left behind are its cost, not the next one's.
+    // The live and rebuild phases start on a store at rest: the flushes and compactions the
+    // phase before left behind are its cost, not theirs.
     let mut settled = 0.0;
     let mut settle = || -> anyhow::Result<()> {
         let t = Instant::now();
