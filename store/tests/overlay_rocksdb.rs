@@ -57,6 +57,23 @@ fn reads(v: &dyn ReadView, from: u8, to: u8, opts: RangeOptions) -> Reads {
     )
 }
 
+/// Checks reads `seen` through a view against the committed store: `get_many` and `get` both
+/// as the store's `get`, and the range as the store's.
+fn same_as_committed(
+    seen: Reads,
+    store: &RocksStore,
+    from: u8,
+    to: u8,
+    opts: RangeOptions,
+) -> Result<(), TestCaseError> {
+    let (seen_get, seen_one, seen_range) = seen;
+    let (want_get, _, want_range) = reads(&*store.snapshot().expect("snapshot"), from, to, opts);
+    prop_assert_eq!(&seen_get, &want_get);
+    prop_assert_eq!(&seen_one, &want_get);
+    prop_assert_eq!(seen_range, want_range);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -74,15 +91,12 @@ proptest! {
         let snap = store.snapshot().expect("snapshot");
         let mut overlay = Overlay::new(&*snap);
         overlay.apply(&pending);
-        let (seen_get, seen_one, seen_range) = reads(&overlay, from, to, opts);
+        let seen = reads(&overlay, from, to, opts);
         drop(overlay);
         drop(snap);
 
         commit(&store, pending);
-        let (want_get, _, want_range) = reads(&*store.snapshot().expect("snapshot"), from, to, opts);
-        prop_assert_eq!(&seen_get, &want_get);
-        prop_assert_eq!(&seen_one, &want_get);
-        prop_assert_eq!(seen_range, want_range);
+        same_as_committed(seen, &store, from, to, opts)?;
     }
 }
 
@@ -106,17 +120,14 @@ proptest! {
         first.apply(&lower);
         let mut overlay = Overlay::layered(&*snap, first.into_deltas().1);
         overlay.apply(&pending);
-        let (seen_get, seen_one, seen_range) = reads(&overlay, from, to, opts);
+        let seen = reads(&overlay, from, to, opts);
         drop(overlay);
         drop(snap);
 
         for ms in [lower, pending] {
             commit(&store, ms);
         }
-        let (want_get, _, want_range) = reads(&*store.snapshot().expect("snapshot"), from, to, opts);
-        prop_assert_eq!(&seen_get, &want_get);
-        prop_assert_eq!(&seen_one, &want_get);
-        prop_assert_eq!(seen_range, want_range);
+        same_as_committed(seen, &store, from, to, opts)?;
     }
 }
 
