@@ -24,7 +24,7 @@ enum Pending {
 
 /// Pending mutations without a base: what an [`Overlay`] layers over a read view.
 ///
-/// Taken out of an overlay ([`Overlay::into_delta`]), a delta can lie under the next overlay
+/// Taken out of an overlay ([`Overlay::into_deltas`]), a delta can lie under the next overlay
 /// ([`Overlay::layered`]) while its own batch is still being committed: a bulk writer plans
 /// batch N+1 over "snapshot + delta N" while batch N is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,10 +93,14 @@ impl Delta {
             .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
             .next()
             .is_some()
-            || self
-                .cleared
-                .iter()
-                .any(|(b, e)| b.as_slice() < end && begin < e.as_slice())
+            || self.clears_any(begin, end)
+    }
+
+    /// Whether a cleared range overlaps `begin..end`.
+    fn clears_any(&self, begin: &[u8], end: &[u8]) -> bool {
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_slice() < end && begin < e.as_slice())
     }
 
     fn range_cleared(&self, key: &[u8]) -> bool {
@@ -127,7 +131,8 @@ impl Delta {
 /// `base` plus the mutations applied so far (and, when layered, a delta between the two).
 pub struct Overlay<'a> {
     base: &'a dyn ReadView,
-    lower: Option<Delta>,
+    /// Empty unless layered.
+    lower: Delta,
     own: Delta,
 }
 
@@ -136,7 +141,7 @@ impl std::fmt::Debug for Overlay<'_> {
         f.debug_struct("Overlay")
             .field("pending_keys", &self.own.keys.len())
             .field("cleared_ranges", &self.own.cleared.len())
-            .field("layered", &self.lower.is_some())
+            .field("layered", &!self.lower.is_empty())
             .finish()
     }
 }
@@ -144,11 +149,7 @@ impl std::fmt::Debug for Overlay<'_> {
 impl<'a> Overlay<'a> {
     /// An overlay with nothing pending: reads go straight to `base`.
     pub fn new(base: &'a dyn ReadView) -> Self {
-        Overlay {
-            base,
-            lower: None,
-            own: Delta::default(),
-        }
+        Overlay::layered(base, Delta::default())
     }
 
     /// An overlay over `base` plus `lower`, the pending writes of a batch that `base` does not
@@ -157,7 +158,7 @@ impl<'a> Overlay<'a> {
     pub fn layered(base: &'a dyn ReadView, lower: Delta) -> Self {
         Overlay {
             base,
-            lower: (!lower.is_empty()).then_some(lower),
+            lower,
             own: Delta::default(),
         }
     }
@@ -169,32 +170,30 @@ impl<'a> Overlay<'a> {
 
     /// Whether nothing is pending (in this overlay or a layer under it).
     pub fn is_empty(&self) -> bool {
-        self.own.is_empty() && self.lower.is_none()
+        self.own.is_empty() && self.lower.is_empty()
     }
 
     /// The layer under this overlay (empty if none) and this overlay's own pending writes.
     pub fn into_deltas(self) -> (Delta, Delta) {
-        (self.lower.unwrap_or_default(), self.own)
+        (self.lower, self.own)
     }
 
     /// Runs `f` over the view this overlay reads: `own` over (`lower` over `base`).
     fn with_view<T>(&self, f: impl FnOnce(&Layer<'_>) -> T) -> T {
-        match &self.lower {
-            None => f(&Layer {
+        if self.lower.is_empty() {
+            return f(&Layer {
                 base: self.base,
                 delta: &self.own,
-            }),
-            Some(lower) => {
-                let mid = Layer {
-                    base: self.base,
-                    delta: lower,
-                };
-                f(&Layer {
-                    base: &mid,
-                    delta: &self.own,
-                })
-            }
+            });
         }
+        let mid = Layer {
+            base: self.base,
+            delta: &self.lower,
+        };
+        f(&Layer {
+            base: &mid,
+            delta: &self.own,
+        })
     }
 }
 
@@ -243,11 +242,7 @@ impl ReadView for Layer<'_> {
             .keys
             .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
             .collect();
-        let ranges_hit = self
-            .delta
-            .cleared
-            .iter()
-            .any(|(b, e)| b.as_slice() < end && begin < e.as_slice());
+        let ranges_hit = self.delta.clears_any(begin, end);
         if pending.is_empty() && !ranges_hit {
             return self.base.range(begin, end, opts);
         }
@@ -270,7 +265,7 @@ impl ReadView for Layer<'_> {
         let last_base = base_rows.last().map(|(k, _)| k.clone());
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base_rows
             .into_iter()
-            .filter(|(k, _)| !self.delta.keys.contains_key(k) && !self.delta.range_cleared(k))
+            .filter(|(k, _)| !self.delta.touches(k))
             .collect();
         for (k, _) in pending {
             // Past the last base row read (in read order) lie unread base rows; at least

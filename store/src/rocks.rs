@@ -222,15 +222,22 @@ impl RocksStore {
         PathBuf::from(&self.path).join(format!("{what}-{}-{n}.sst", std::process::id()))
     }
 
-    /// Ingests the table files at `paths` (moved into the store) in one atomic step, or
-    /// removes them on failure.
-    fn ingest(&self, paths: &[PathBuf], preconditions: &[crate::Precondition]) -> Result<()> {
+    /// Ingests the table files at `paths` (moved into the store) in one atomic step, if
+    /// writing them (`written`) succeeded; removes them on any failure.
+    fn ingest(
+        &self,
+        written: Result<()>,
+        paths: &[PathBuf],
+        preconditions: &[crate::Precondition],
+    ) -> Result<()> {
         let mut io = IngestExternalFileOptions::default();
         io.set_move_files(true);
-        let done = self.checked(preconditions, || {
-            self.db
-                .ingest_external_file_opts(&io, paths.iter().collect())
-                .map_err(backend_err)
+        let done = written.and_then(|()| {
+            self.checked(preconditions, || {
+                self.db
+                    .ingest_external_file_opts(&io, paths.iter().collect())
+                    .map_err(backend_err)
+            })
         });
         if done.is_err() {
             for p in paths {
@@ -290,10 +297,7 @@ fn fold_by_key(ms: &[Mutation]) -> Option<Vec<(&[u8], Folded<'_>)>> {
     if ms.iter().any(|m| matches!(m, Mutation::ClearRange { .. })) {
         return None;
     }
-    let out_of_range = || None;
-    let Ok(n) = u32::try_from(ms.len()) else {
-        return out_of_range();
-    };
+    let n = u32::try_from(ms.len()).ok()?;
     // Sorting a bulk batch (a million mutations) by comparing keys through their pointers is
     // most of the fold's time: sort by the keys' first 32 bytes held inline, then by the whole
     // key, then by position (so the mutations of one key keep their order).
@@ -569,32 +573,39 @@ impl Store for RocksStore {
         }
         let mut paths = Vec::new();
         let written = (|| {
-            for run in folded.chunk_by(|a, b| a.0[..keyspace_len(a.0)] == b.0[..keyspace_len(b.0)])
-            {
-                let path = self.table_path("bulk");
-                let mut w = SstFileWriter::create(&self.bulk_opts);
-                w.open(&path)?;
-                paths.push(path);
-                for (k, f) in run {
-                    match f {
-                        Folded::Put(v) => w.put(k, v)?,
-                        Folded::PutSum(n) => w.put(k, n.to_le_bytes())?,
-                        Folded::Delete => w.delete(k)?,
-                        Folded::Merge(d) => w.merge(k, d.to_le_bytes())?,
+            // One file per keyspace: the keys are in order, so each keyspace is one run. Its
+            // prefix is parsed once per key (a batch holds up to a million).
+            let mut file: Option<(&[u8], SstFileWriter)> = None;
+            for (k, f) in &folded {
+                let keyspace = &k[..keyspace_len(k)];
+                let w = match &mut file {
+                    Some((open, w)) if *open == keyspace => w,
+                    _ => {
+                        if let Some((_, mut done)) = file.take() {
+                            done.finish()?;
+                        }
+                        let path = self.table_path("bulk");
+                        let w = SstFileWriter::create(&self.bulk_opts);
+                        w.open(&path)?;
+                        paths.push(path);
+                        &mut file.insert((keyspace, w)).1
                     }
+                };
+                match f {
+                    Folded::Put(v) => w.put(k, v)?,
+                    Folded::PutSum(n) => w.put(k, n.to_le_bytes())?,
+                    Folded::Delete => w.delete(k)?,
+                    Folded::Merge(d) => w.merge(k, d.to_le_bytes())?,
                 }
-                w.finish()?;
+            }
+            if let Some((_, mut done)) = file {
+                done.finish()?;
             }
             Ok(())
-        })();
+        })()
+        .map_err(backend_err);
         drop(folded);
-        if let Err(e) = written {
-            for p in &paths {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(backend_err(e));
-        }
-        self.ingest(&paths, &batch.preconditions)
+        self.ingest(written, &paths, &batch.preconditions)
     }
 
     fn backend(&self) -> &'static str {
@@ -628,19 +639,16 @@ impl Store for RocksStore {
                 w.put(k, v)?;
             }
             w.finish()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
-            return Err(Error::Backend {
-                backend: "rocksdb",
-                message: format!(
-                    "bulk load of {} pairs: {} (pairs must be sorted by key and distinct)",
-                    pairs.len(),
-                    e.into_string()
-                ),
-            });
-        }
-        self.ingest(&[path], &[])
+        })()
+        .map_err(|e| Error::Backend {
+            backend: "rocksdb",
+            message: format!(
+                "bulk load of {} pairs: {} (pairs must be sorted by key and distinct)",
+                pairs.len(),
+                e.into_string()
+            ),
+        });
+        self.ingest(written, &[path], &[])
     }
 
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {
