@@ -324,9 +324,7 @@ impl Pending {
     /// Adds a planned step's writes to the batch, making the ones later planning may read
     /// visible through `overlay` (blind writes only need committing).
     fn add(&mut self, overlay: &mut Overlay<'_>, plan: Plan) {
-        overlay.apply(&plan.visible);
-        self.bytes += plan.visible.iter().map(Mutation::size).sum::<usize>();
-        self.batch.extend(plan.visible);
+        self.add_visible(overlay, plan.visible);
         for m in plan.blind {
             match m {
                 Mutation::Add { key, delta } => match self.adds.get_mut(&key) {
@@ -342,6 +340,13 @@ impl Pending {
                 }
             }
         }
+    }
+
+    /// Adds writes later planning may read: to the batch and, through `overlay`, to reads.
+    fn add_visible(&mut self, overlay: &mut Overlay<'_>, ms: Vec<Mutation>) {
+        overlay.apply(&ms);
+        self.bytes += ms.iter().map(Mutation::size).sum::<usize>();
+        self.batch.extend(ms);
     }
 
     /// The record goes to the dead letter topic; its offset moves past it.
@@ -652,10 +657,13 @@ impl Applier {
                     });
                 }
             }
-            // Everything settled is in this snapshot, and nothing of the batch handed over next.
-            snap = self.store.snapshot()?;
-            cache.forget(&committing);
-            opened = Instant::now();
+            if i < records.len() {
+                // Everything settled is in this snapshot, and nothing of the batch handed over
+                // next (the last batch plans nothing after it).
+                snap = self.store.snapshot()?;
+                cache.forget(&committing);
+                opened = Instant::now();
+            }
             if p.is_empty() {
                 continue;
             }
@@ -845,9 +853,7 @@ impl Applier {
             .run(self.projector.projection, input, &StoreState(&*overlay))
             .map_err(|e| ApplyError::Processor(e.to_string()))?;
         p.tally.add(&run);
-        overlay.apply(&run.mutations);
-        p.bytes += run.mutations.iter().map(|m| m.size()).sum::<usize>();
-        p.batch.extend(run.mutations);
+        p.add_visible(overlay, run.mutations);
         p.side
             .extend(run.side_outputs.iter().map(|s| chain::render(s, r)));
         match run.verdict {
@@ -903,8 +909,7 @@ impl Applier {
                         // Cannot happen mid-way (the first step accepted the event); keep the
                         // log moving rather than loop.
                         let mut p = Pending::new();
-                        p.dead.push(rejected(r, rest.event, why));
-                        p.next.insert(r.tp(), r.offset + 1);
+                        p.dead_letter(r, rejected(r, rest.event, why));
                         return self.commit(positions, p, dlq, total);
                     }
                 }

@@ -21,7 +21,6 @@
 //! `tidings_processor_side_outputs_total{processor, topic}`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tidings_core::process::{
@@ -35,7 +34,6 @@ use crate::apply::Record;
 #[derive(Clone, Debug)]
 pub struct ChainHandle {
     inner: Arc<RwLock<(Arc<Chain>, u64)>>,
-    versions: Arc<AtomicU64>,
 }
 
 impl Default for ChainHandle {
@@ -49,7 +47,6 @@ impl ChainHandle {
     pub fn new(chain: Arc<Chain>) -> Self {
         ChainHandle {
             inner: Arc::new(RwLock::new((chain, 1))),
-            versions: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -66,7 +63,7 @@ impl ChainHandle {
         // Numbered and installed under one lock, so concurrent reloads (file watcher and
         // admin API) install in version order and the gauge names the chain in force.
         let mut current = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let v = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+        let v = current.1 + 1;
         *current = (chain, v);
         metrics::gauge!("tidings_pipeline_chain_version").set(v as f64);
         v

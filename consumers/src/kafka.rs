@@ -396,20 +396,19 @@ impl DeadLetterSink for KafkaDeadLetters {
 pub struct ConsumerHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), ConsumeError>>>,
-    stats: Arc<Stats>,
-    positions: Arc<Mutex<Positions>>,
     monitor: Monitor,
 }
 
 impl ConsumerHandle {
     /// Running totals.
     pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+        self.monitor.stats.clone()
     }
 
     /// The partitions owned right now and their stored offsets.
     pub fn positions(&self) -> Positions {
-        self.positions
+        self.monitor
+            .positions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -448,7 +447,6 @@ impl Drop for ConsumerHandle {
 /// Starts the consume loop on its own thread.
 pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, ConsumeError> {
     let positions: Arc<Mutex<Positions>> = Arc::default();
-    let stats = applier.stats();
     let marks = Arc::new(Watermarks::default());
     let ctx = Ctx {
         applier: Mutex::new(applier.clone()),
@@ -518,10 +516,10 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
     }
     let stop = Arc::new(AtomicBool::new(false));
     let monitor = Monitor {
-        positions: positions.clone(),
+        positions,
         marks,
         control: cfg.control.clone(),
-        stats: stats.clone(),
+        stats: applier.stats(),
         running: Arc::new(AtomicBool::new(true)),
     };
     metrics::gauge!("tidings_consumer_paused").set(0.0);
@@ -551,8 +549,6 @@ pub fn spawn(cfg: ConsumerConfig, applier: Applier) -> Result<ConsumerHandle, Co
     Ok(ConsumerHandle {
         stop,
         thread: Some(thread),
-        stats,
-        positions,
         monitor,
     })
 }

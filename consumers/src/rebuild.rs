@@ -401,7 +401,6 @@ pub fn run(
         resumed,
         ..RebuildReport::default()
     };
-    let mut batch: Vec<Record> = Vec::with_capacity(cfg.batch_records);
     let apply = |batch: &mut Vec<Record>,
                  positions: &mut Positions,
                  report: &mut RebuildReport|
@@ -481,6 +480,7 @@ pub fn run(
     // Phase 2 (`follow`, without `until`): new records as they come, until N is active.
     if caught_up && cfg.follow && cfg.until.is_none() {
         reader.open_ends();
+        let mut batch: Vec<Record> = Vec::new();
         let mut last_check = Instant::now();
         let mut last_apply = Instant::now();
         while !stop.load(Ordering::SeqCst) {
