@@ -175,27 +175,21 @@ impl Projector {
         // Decided once, at the event's first step: a fan-out already split over batches
         // finishes as it started.
         let unpushed = resume.is_none() && self.control.fanout_down(&a.verb);
-        let mut plan = if unpushed {
+        let mut opts = *opts;
+        if unpushed {
+            // Everything the pushed plan writes but the followers' home entries, in one step.
             tracing::debug!(id = %a.id, verb = %a.verb, "fan-out of this verb is marked down: not pushed to followers");
-            fanout::plan_activity_unpushed(
-                self.projection,
-                a,
-                body.to_vec(),
-                graph,
-                &self.fanout,
-                opts,
-            )?
-        } else {
-            fanout::plan_activity(
-                self.projection,
-                a,
-                body.to_vec(),
-                graph,
-                &self.fanout,
-                opts,
-                resume,
-            )?
-        };
+            opts.targets.followers = false;
+        }
+        let mut plan = fanout::plan_activity(
+            self.projection,
+            a,
+            body.to_vec(),
+            graph,
+            &self.fanout,
+            &opts,
+            resume,
+        )?;
         // Not pushed (hybrid): make sure readers pull this author.
         if resume.is_none()
             && graph.follower_count(a.actor)? > self.fanout.hybrid_threshold

@@ -306,24 +306,6 @@ pub fn plan_activity<G: GraphView>(
     Ok(plan)
 }
 
-/// Plans an activity whose fan-out to followers is marked down (`fanout.<verb>`, see
-/// [`crate::control`]): what [`plan_activity`] writes besides the followers' home entries —
-/// the body, the actor's user and home feeds and the notifications of the explicit recipients,
-/// as the chain's `opts` route them — in one step. A later retraction removes them like any
-/// other.
-pub fn plan_activity_unpushed<G: GraphView>(
-    p: Projection,
-    a: &Activity,
-    body: Vec<u8>,
-    graph: &G,
-    cfg: &FanoutConfig,
-    opts: &FanoutOptions,
-) -> Result<Plan, G::Error> {
-    let mut opts = *opts;
-    opts.targets.followers = false;
-    plan_activity(p, a, body, graph, cfg, &opts, None)
-}
-
 /// Plans (one step of) removing a retracted activity, given where it was placed. The first
 /// step replaces the body by a tombstone, so readers hide the activity at once.
 pub fn plan_retraction<G: GraphView>(

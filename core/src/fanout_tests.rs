@@ -192,13 +192,22 @@ fn activity_reaches_followers_recipients_and_author() {
     );
 }
 
+/// What a fan-out marked down plans (`fanout.<verb>`, see [`crate::control`]): the followers
+/// target off, in one step.
 #[test]
 fn an_unpushed_activity_writes_everything_but_the_followers_entries() {
     let g = graph_with(1, [2, 3, 4]);
     let a = activity(1, vec![5, 1]);
     let cfg = FanoutConfig::default();
     let opts = FanoutOptions::default();
-    let plan = plan_activity_unpushed(1, &a, b"body".to_vec(), &g, &cfg, &opts).unwrap();
+    let unpushed = FanoutOptions {
+        targets: Targets {
+            followers: false,
+            ..opts.targets
+        },
+        ..opts
+    };
+    let plan = plan_activity(1, &a, b"body".to_vec(), &g, &cfg, &unpushed, None).unwrap();
     assert_eq!((plan.entries, plan.resume), (3, None));
     let mut kv = BTreeMap::new();
     apply(&mut kv, &writes(&plan));
