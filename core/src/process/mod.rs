@@ -283,9 +283,10 @@ pub(crate) struct Ctx<'a> {
     pub resuming: bool,
     pub state: &'a dyn StateView,
     pub mutations: Vec<Mutation>,
-    /// Keys of state writes that stand only if the event is not deferred (dedupe records: a
-    /// deferred event comes back under the same id and must not be its own duplicate).
-    pub unless_deferred: Vec<Vec<u8>>,
+    /// State writes that stand only if the event is not deferred (dedupe records: a deferred
+    /// event comes back under the same id and must not be its own duplicate); they follow
+    /// `mutations` in the run.
+    pub unless_deferred: Vec<Mutation>,
     pub fanout: FanoutOptions,
     pub side: Vec<SideOutput>,
 }
@@ -465,13 +466,8 @@ impl Chain {
             // Admitted when its first step was committed; transformations only.
             verdict = Verdict::Project;
         }
-        if matches!(&verdict, Verdict::Drop { reason, .. } if reason == stateful::DEFERRED)
-            && !cx.unless_deferred.is_empty()
-        {
-            let void = std::mem::take(&mut cx.unless_deferred);
-            cx.mutations.retain(
-                |m| !matches!(m, Mutation::Set { key, .. } if void.iter().any(|v| v == key)),
-            );
+        if !matches!(&verdict, Verdict::Drop { reason, .. } if reason == stateful::DEFERRED) {
+            cx.mutations.append(&mut cx.unless_deferred);
         }
         Ok(Run {
             verdict,

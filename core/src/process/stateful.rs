@@ -82,18 +82,22 @@ fn scope_of(cx: &Ctx<'_>) -> Subspace {
     procstate::scope(cx.p, cx.id, &cx.origin.topic, cx.origin.partition)
 }
 
-/// The scope's newest bucket, if its cursor was written under this kind and bucket size.
-fn newest(
-    cx: &Ctx<'_>,
-    s: &Subspace,
-    kind: &str,
-    bucket_ms: i64,
-) -> Result<Option<i64>, ProcessError> {
+/// A scope's bucket cursor as stored: (kind, bucket size in ms, newest bucket).
+type Cursor = Option<(String, i64, i64)>;
+
+/// The scope's cursor, read once per event (nothing writes it before [`advance`]).
+fn cursor(cx: &Ctx<'_>, s: &Subspace) -> Result<Cursor, ProcessError> {
     Ok(cx
         .state
         .get(&procstate::cursor(s))?
-        .and_then(|v| procstate::decode_cursor(&v))
-        .and_then(|(k, ms, b)| (k == kind && ms == bucket_ms).then_some(b)))
+        .and_then(|v| procstate::decode_cursor(&v)))
+}
+
+/// The scope's newest bucket, if its cursor was written under this kind and bucket size.
+fn newest(cur: &Cursor, kind: &str, bucket_ms: i64) -> Option<i64> {
+    cur.as_ref()
+        .filter(|(k, ms, _)| k == kind && *ms == bucket_ms)
+        .map(|(_, _, b)| *b)
 }
 
 /// The bucket an event of log time `log_ms` is judged in: its own, or for an event older than
@@ -106,23 +110,12 @@ fn bucket_for(newest: Option<i64>, log_ms: i64, bucket_ms: i64) -> i64 {
     }
 }
 
-/// Moves the scope's bucket cursor to `bucket` if it is newer, clearing buckets older than
-/// `bucket - 1` once per change (or the whole scope if the cursor was written under other
-/// settings).
-fn advance(
-    cx: &mut Ctx<'_>,
-    s: &Subspace,
-    kind: &str,
-    bucket_ms: i64,
-    bucket: i64,
-) -> Result<(), ProcessError> {
-    let key = procstate::cursor(s);
-    let cur = cx
-        .state
-        .get(&key)?
-        .and_then(|v| procstate::decode_cursor(&v));
+/// Moves the scope's bucket cursor (`cur`, as read) to `bucket` if it is newer, clearing
+/// buckets older than `bucket - 1` once per change (or the whole scope if the cursor was
+/// written under other settings).
+fn advance(cx: &mut Ctx<'_>, s: &Subspace, cur: Cursor, kind: &str, bucket_ms: i64, bucket: i64) {
     let set = Mutation::Set {
-        key,
+        key: procstate::cursor(s),
         value: procstate::encode_cursor(kind, bucket_ms, bucket),
     };
     match cur {
@@ -138,7 +131,6 @@ fn advance(
         }
         None => cx.mutations.push(set),
     }
-    Ok(())
 }
 
 #[derive(Debug)]
@@ -163,8 +155,12 @@ impl Processor for Dedupe {
             return Ok(Decision::next());
         }
         let s = scope_of(cx);
-        let newest = newest(cx, &s, "dedupe", self.window_ms)?;
-        let bucket = bucket_for(newest, cx.log_time_ms, self.window_ms);
+        let cur = cursor(cx, &s)?;
+        let bucket = bucket_for(
+            newest(&cur, "dedupe", self.window_ms),
+            cx.log_time_ms,
+            self.window_ms,
+        );
         let id = cx.event.id();
         let o = cx.origin;
         let origin = procstate::encode_origin(&o.topic, o.partition, o.offset);
@@ -183,10 +179,11 @@ impl Processor for Dedupe {
                 ));
             }
         }
-        advance(cx, &s, "dedupe", self.window_ms, bucket)?;
-        let key = procstate::seen(&s, bucket, id);
-        cx.unless_deferred.push(key.clone());
-        cx.mutations.push(Mutation::Set { key, value: origin });
+        advance(cx, &s, cur, "dedupe", self.window_ms, bucket);
+        cx.unless_deferred.push(Mutation::Set {
+            key: procstate::seen(&s, bucket, id),
+            value: origin,
+        });
         Ok(Decision::next())
     }
 }
@@ -234,8 +231,12 @@ impl Processor for RateLimit {
             return Ok(Decision::next());
         }
         let s = scope_of(cx);
-        let newest = newest(cx, &s, "rate_limit", c.per_ms)?;
-        let bucket = bucket_for(newest, cx.log_time_ms, c.per_ms);
+        let cur = cursor(cx, &s)?;
+        let bucket = bucket_for(
+            newest(&cur, "rate_limit", c.per_ms),
+            cx.log_time_ms,
+            c.per_ms,
+        );
         let (actor, id) = (cx.event.actor(), cx.event.id());
         let mine = procstate::admitted(&s, bucket, actor, id);
         if cx.state.get(&mine)?.is_some() {
@@ -245,7 +246,7 @@ impl Processor for RateLimit {
         let (b, e) = procstate::admitted_range(&s, bucket, actor);
         let admitted = cx.state.count(&b, &e, c.max_events)?;
         if admitted < c.max_events {
-            advance(cx, &s, "rate_limit", c.per_ms, bucket)?;
+            advance(cx, &s, cur, "rate_limit", c.per_ms, bucket);
             cx.mutations.push(Mutation::Set {
                 key: mine,
                 value: Vec::new(),
