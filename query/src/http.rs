@@ -248,9 +248,6 @@ async fn feed_get(
                 cursor: q.cursor,
                 aggregate: q.aggregate.unwrap_or(true),
             };
-            if r.control.cache_only() {
-                return cached_only(&r, &req);
-            }
             // A cache hit is one multi-get of a few small keys (microseconds): answered here.
             let mut looked_up = false;
             if let Some(cache) = &r.cache {
@@ -264,6 +261,16 @@ async fn feed_get(
                         Err(e) => return store_error(e),
                     }
                 }
+            }
+            if r.control.cache_only() {
+                // `query.cache_only` marked down: a valid cached page (answered above) or 503.
+                return match feed::check(&req) {
+                    Err(e) => query_error(e),
+                    Ok(_) => shed(
+                        "query.cache_only",
+                        format!("this page is not in the cache and only cached pages are served for now (the feature query.cache_only is marked down under load); retry in {RETRY_AFTER_S} s"),
+                    ),
+                };
             }
             // On the embedded store a page read is CPU work of a few hundred microseconds:
             // done here it avoids two thread switches, which on a loaded machine cost more than
@@ -282,27 +289,6 @@ async fn feed_get(
                 Err(resp) => resp,
             }
         }
-    }
-}
-
-/// A page while `query.cache_only` is marked down: a valid cached page, or a 503.
-fn cached_only(r: &Reader, req: &FeedRequest) -> Response {
-    if let Err(e) = feed::check(req) {
-        return query_error(e);
-    }
-    let found = match &r.cache {
-        Some(cache) => cache.get(&*r.store, req),
-        None => Ok(cache::Lookup::Miss),
-    };
-    match found {
-        Ok(cache::Lookup::Hit(body)) => {
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Ok(cache::Lookup::Miss) => shed(
-            "query.cache_only",
-            format!("this page is not in the cache and only cached pages are served for now (the feature query.cache_only is marked down under load); retry in {RETRY_AFTER_S} s"),
-        ),
-        Err(e) => store_error(e),
     }
 }
 

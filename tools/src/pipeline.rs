@@ -390,12 +390,13 @@ fn progress_line(s: &Stats) -> String {
     .to_string()
 }
 
-/// The store `--store URL` names, else the embedded one in `data/store`.
+/// The store `--store URL` names, else the embedded one in `data/store` (layout checked).
 fn store_at(data: &Path, url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
-    match url {
-        Some(u) => tidings_store::open(u).with_context(|| format!("opening the store {u}")),
-        None => open_store(data),
+    crate::rollback::StoreArgs {
+        data: data.to_path_buf(),
+        store: url.map(str::to_string),
     }
+    .open()
 }
 
 /// `tidings consume`: the consumers alone, against `--brokers`.
@@ -521,10 +522,7 @@ fn stop_watch(w: Watch) {
 impl ConsumeCmd {
     /// Where WARN and ERROR logs are kept for `tidings errors`.
     pub fn errors_log(&self) -> PathBuf {
-        self.ops
-            .errors_log
-            .clone()
-            .unwrap_or_else(|| self.data.join("errors.jsonl"))
+        ops::errlog::path_in(&self.data, self.ops.errors_log.as_deref())
     }
 }
 
@@ -706,10 +704,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 impl UpArgs {
     /// Where WARN and ERROR logs are kept for `tidings errors` and the digest webhook.
     pub fn errors_log(&self) -> PathBuf {
-        self.ops
-            .errors_log
-            .clone()
-            .unwrap_or_else(|| self.data.join("errors.jsonl"))
+        ops::errlog::path_in(&self.data, self.ops.errors_log.as_deref())
     }
 }
 

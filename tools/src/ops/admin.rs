@@ -221,7 +221,7 @@ fn set_feature(ops: &Ops, name: &str, down: bool) -> Response {
         );
     }
     let changed = ops.control.set_down(f.name, down).unwrap_or(false);
-    metrics::gauge!("tidings_feature_down", "feature" => f.name).set(if down { 1.0 } else { 0.0 });
+    super::export_feature(f.name, down);
     if changed && down {
         tracing::warn!(
             feature = f.name,

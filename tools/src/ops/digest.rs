@@ -354,9 +354,7 @@ pub fn run(args: ErrorsArgs) -> anyhow::Result<()> {
         from_ms,
         to_ms,
     )?;
-    let path = args
-        .errors_log
-        .unwrap_or_else(|| args.data.join("errors.jsonl"));
+    let path = errlog::path_in(&args.data, args.errors_log.as_deref());
     let (logged, bad) = errlog::read(&path, from_ms, to_ms)
         .with_context(|| format!("reading the error log {}", path.display()))?;
     let d = Digest::build(from_ms, to_ms, args.window, &dead, &logged, bad);

@@ -63,6 +63,11 @@ struct Sink {
     broken: bool,
 }
 
+/// The error log a role uses: `explicit` (`--errors-log`), else `DATA/errors.jsonl`.
+pub fn path_in(data: &Path, explicit: Option<&Path>) -> PathBuf {
+    explicit.map_or_else(|| data.join("errors.jsonl"), Path::to_path_buf)
+}
+
 /// The rotated file beside `path`.
 pub fn rotated(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();

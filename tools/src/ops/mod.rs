@@ -91,14 +91,14 @@ impl Ops {
     /// Exports `tidings_feature_down{feature}` for every feature this process honours.
     fn export_features(&self) {
         for f in FEATURES.iter().filter(|f| self.applies(f)) {
-            let down = self.control.is_down(f.name).unwrap_or(false);
-            metrics::gauge!("tidings_feature_down", "feature" => f.name).set(if down {
-                1.0
-            } else {
-                0.0
-            });
+            export_feature(f.name, self.control.is_down(f.name).unwrap_or(false));
         }
     }
+}
+
+/// Sets `tidings_feature_down{feature}` to 1 (down) or 0.
+fn export_feature(name: &'static str, down: bool) {
+    metrics::gauge!("tidings_feature_down", "feature" => name).set(if down { 1.0 } else { 0.0 });
 }
 
 /// Flags every long-running role takes.
