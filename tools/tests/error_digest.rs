@@ -24,7 +24,7 @@ fn activity(actor: i64, verb: &str) -> Activity {
         verb: verb.into(),
         object: "post:1".into(),
         target: None,
-        time_ms: 1_767_225_600_000,
+        time_ms: model::BASE_MS,
         to: vec![],
         text: String::new(),
         attributes: BTreeMap::new(),
@@ -91,16 +91,7 @@ fn the_digest_reaches_the_webhook_with_exact_counts_and_tidings_errors_agrees() 
         &[],
         tmp.path(),
     );
-    wait_until(Duration::from_secs(90), "tidings up is ready", || {
-        up.alive();
-        http.send(
-            reqwest::Method::GET,
-            &format!("{}/ready", up.base),
-            None,
-            None,
-        )
-        .is_some_and(|a| a.status == 200)
-    });
+    up.wait_ready(&http);
 
     // Four dead letters: one undecodable, two invalid, one rejected.
     let kafka = tidings_producers::KafkaConfig::new(format!("127.0.0.1:{broker_port}"));
@@ -148,7 +139,7 @@ fn the_digest_reaches_the_webhook_with_exact_counts_and_tidings_errors_agrees() 
     });
     // Two more scheduled runs (empty digests are counted, not sent): nothing is sent twice.
     let runs = |up: &Role| {
-        let m = http.get(&format!("{}/metrics", up.base), None).text;
+        let m = up.metrics(&http);
         ["sent", "empty", "failed"]
             .iter()
             .filter_map(|o| {
@@ -166,7 +157,7 @@ fn the_digest_reaches_the_webhook_with_exact_counts_and_tidings_errors_agrees() 
     });
     assert_eq!(
         sample(
-            &http.get(&format!("{}/metrics", up.base), None).text,
+            &up.metrics(&http),
             "tidings_error_digests_total",
             r#"outcome="failed""#
         ),
@@ -203,19 +194,16 @@ fn the_digest_reaches_the_webhook_with_exact_counts_and_tidings_errors_agrees() 
     }
 
     // The CLI reads the same topic and error log.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "errors",
-            "--brokers",
-            &kafka.brokers,
-            "--since",
-            "1h",
-            "--json",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let errors = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["errors", "--brokers", &kafka.brokers, "--since", "1h"])
+            .args(extra)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = errors(&["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -247,13 +235,7 @@ fn the_digest_reaches_the_webhook_with_exact_counts_and_tidings_errors_agrees() 
             .contains("cannot retract"),
         "{rejected}"
     );
-    let text = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["errors", "--brokers", &kafka.brokers, "--since", "1h"])
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
+    let text = String::from_utf8(errors(&[]).stdout).unwrap();
     assert!(text.contains("dead letters: 4\n"), "{text}");
     up.stop();
 }

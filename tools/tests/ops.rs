@@ -27,7 +27,7 @@ fn activity(actor: i64, verb: &str, n: i64) -> Event {
         verb: verb.into(),
         object: format!("post:{actor}-{n}"),
         target: None,
-        time_ms: 1_767_225_600_000 + n,
+        time_ms: model::BASE_MS + n,
         to: vec![],
         text: format!("{verb} {n} by {actor}"),
         attributes: BTreeMap::new(),
@@ -54,21 +54,19 @@ fn admin_consumer(tmp: &std::path::Path, b: &LocalBroker, data: &std::path::Path
     )
 }
 
-fn wait_ready(http: &Http, role: &mut Role) {
-    wait_until(Duration::from_secs(90), "/ready answers 200", || {
-        role.alive();
-        http.send(
-            reqwest::Method::GET,
-            &format!("{}/ready", role.base),
-            None,
-            None,
-        )
-        .is_some_and(|a| a.status == 200)
-    });
-}
-
 fn status(http: &Http, role: &Role) -> Value {
     let a = http.get(&format!("{}/v1/admin/status", role.base), Some(TOKEN));
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()
+}
+
+/// `POST /v1/admin/consumers/{verb}` (pause, resume) with the token; asserts 200.
+fn steer(http: &Http, role: &Role, verb: &str) -> Value {
+    let a = http.post(
+        &format!("{}/v1/admin/consumers/{verb}", role.base),
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(a.status, 200, "{}", a.text);
     a.json()
 }
@@ -79,10 +77,6 @@ fn applied(http: &Http, role: &Role) -> u64 {
         .unwrap()
 }
 
-fn metrics(http: &Http, role: &Role) -> String {
-    http.get(&format!("{}/metrics", role.base), None).text
-}
-
 #[test]
 fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -90,7 +84,7 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     let http = Http::default();
     let data = tmp.path().join("consumer");
     let mut c = admin_consumer(tmp.path(), &b, &data);
-    wait_ready(&http, &mut c);
+    c.wait_ready(&http);
     let p = producer(&b.kafka());
     publish_all(&p, &[follow(2, 1), activity(1, "post", 0)]);
     wait_until(
@@ -100,14 +94,8 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     );
 
     // Pause: confirmed once the loop has paused (no batch in flight afterwards).
-    let a = http.post(
-        &format!("{}/v1/admin/consumers/pause", c.base),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(
-        a.json(),
+        steer(&http, &c, "pause"),
         json!({"pause_requested": true, "paused": true, "changed": true, "confirmed": true})
     );
     let ready = http.get(&format!("{}/ready", c.base), None);
@@ -121,7 +109,7 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     }
     assert_eq!(ready.json()["ready"], false);
     assert_eq!(
-        sample(&metrics(&http, &c), "tidings_consumer_paused", ""),
+        sample(&c.metrics(&http), "tidings_consumer_paused", ""),
         Some(1.0)
     );
     assert_eq!(status(&http, &c)["consumers"]["paused"], true);
@@ -132,18 +120,12 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(applied(&http, &c), 2, "nothing applied while paused");
 
-    let a = http.post(
-        &format!("{}/v1/admin/consumers/resume", c.base),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json()["paused"], false);
+    assert_eq!(steer(&http, &c, "resume")["paused"], false);
     wait_until(Duration::from_secs(60), "all 22 events applied", || {
         applied(&http, &c) >= 22
     });
-    wait_ready(&http, &mut c);
-    let m = metrics(&http, &c);
+    c.wait_ready(&http);
+    let m = c.metrics(&http);
     assert_eq!(sample(&m, "tidings_consumer_paused", ""), Some(0.0));
     assert_eq!(
         sample(
@@ -174,7 +156,7 @@ fn a_paused_consumer_fails_readiness_applies_nothing_and_resumes_exactly_once() 
     assert!(sample(&m, "tidings_store_bytes", "").is_some(), "{m}");
     // Lag per partition, from the fetch answers' high watermarks: 0 once caught up.
     wait_until(Duration::from_secs(30), "lag 0 on all 8 partitions", || {
-        let m = metrics(&http, &c);
+        let m = c.metrics(&http);
         let lags: Vec<&str> = m
             .lines()
             .filter(|l| l.starts_with("tidings_consumer_lag{"))
@@ -209,7 +191,7 @@ fn a_pause_mid_stream_loses_and_doubles_nothing() {
     let http = Http::default();
     let data = tmp.path().join("consumer");
     let mut c = admin_consumer(tmp.path(), &b, &data);
-    wait_ready(&http, &mut c);
+    c.wait_ready(&http);
     let p = producer(&b.kafka());
     publish_all(&p, &[follow(2, 1)]);
     wait_until(Duration::from_secs(30), "the follow applied", || {
@@ -224,14 +206,8 @@ fn a_pause_mid_stream_loses_and_doubles_nothing() {
             .collect();
         deliveries.extend(publish_all(&p, &posts));
         if round == 4 {
-            let a = http.post(
-                &format!("{}/v1/admin/consumers/pause", c.base),
-                Some(TOKEN),
-                None,
-            );
             // Confirmed: the batch in flight finished, nothing is applied from here on.
-            assert_eq!(a.status, 200, "{}", a.text);
-            assert_eq!(a.json()["confirmed"], true);
+            assert_eq!(steer(&http, &c, "pause")["confirmed"], true);
             paused_at = Some(applied(&http, &c));
         }
     }
@@ -243,12 +219,7 @@ fn a_pause_mid_stream_loses_and_doubles_nothing() {
         paused_at,
         "nothing applied while paused (500 posts published, {paused_at} applied)"
     );
-    let a = http.post(
-        &format!("{}/v1/admin/consumers/resume", c.base),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(a.status, 200, "{}", a.text);
+    steer(&http, &c, "resume");
     wait_until(Duration::from_secs(60), "all 501 events applied", || {
         applied(&http, &c) >= 501
     });
@@ -305,8 +276,8 @@ fn a_downed_broker_fails_readiness_of_consumers_and_ingest_naming_the_broker() {
         &[],
         tmp.path(),
     );
-    wait_ready(&http, &mut c);
-    wait_ready(&http, &mut i);
+    c.wait_ready(&http);
+    i.wait_ready(&http);
     let ready = http.get(&format!("{}/ready", i.base), None).json();
     assert_eq!(
         checks(&ready).keys().collect::<Vec<_>>(),
@@ -377,7 +348,7 @@ fn the_admin_token_is_enforced_and_query_features_are_marked_down_without_restar
 
     // No token configured: the admin API is off and says how to turn it on.
     let mut s = Role::start("serve-open", &["serve", "--store", &url], &[], tmp.path());
-    wait_ready(&http, &mut s);
+    s.wait_ready(&http);
     let a = http.get(&format!("{}/v1/admin/status", s.base), Some(TOKEN));
     assert_eq!(a.status, 403, "{}", a.text);
     assert!(a.json()["error"]
@@ -392,7 +363,7 @@ fn the_admin_token_is_enforced_and_query_features_are_marked_down_without_restar
         &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
         tmp.path(),
     );
-    wait_ready(&http, &mut s);
+    s.wait_ready(&http);
     let admin = |path: &str| format!("{}/v1/admin/{path}", s.base);
     let a = http.get(&admin("status"), None);
     assert_eq!(a.status, 401, "{}", a.text);
@@ -459,7 +430,7 @@ fn the_admin_token_is_enforced_and_query_features_are_marked_down_without_restar
         .contains("query.sse"));
     assert_eq!(
         sample(
-            &metrics(&http, &s),
+            &s.metrics(&http),
             "tidings_feature_down",
             r#"feature="query.sse""#
         ),
@@ -497,7 +468,7 @@ fn the_admin_token_is_enforced_and_query_features_are_marked_down_without_restar
         .unwrap()
         .contains("not in the cache"));
     assert_eq!(http.get(&format!("{}?limit=0", page(3)), None).status, 400);
-    let m = metrics(&http, &s);
+    let m = s.metrics(&http);
     assert_eq!(
         sample(&m, "tidings_feature_down", r#"feature="query.cache_only""#),
         Some(1.0)
@@ -542,7 +513,7 @@ fn fanout_of_likes_marked_down_stops_at_the_actor_and_resumes_when_marked_up() {
         &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
         tmp.path(),
     );
-    wait_ready(&http, &mut up);
+    up.wait_ready(&http);
     let base = up.base.clone();
     let ids = |user: i64, feed: &str| -> Vec<String> {
         let page = http.get(
@@ -622,7 +593,7 @@ fn fanout_of_likes_marked_down_stops_at_the_actor_and_resumes_when_marked_up() {
         !ids(2, "home").contains(&like),
         "no backfill of the unpushed like"
     );
-    let m = metrics(&http, &up);
+    let m = up.metrics(&http);
     assert_eq!(
         sample(&m, "tidings_fanout_unpushed_total", r#"verb="like""#),
         Some(1.0)

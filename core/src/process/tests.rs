@@ -97,11 +97,9 @@ fn run(c: &Chain, e: &Event, o: &Origin, state: &dyn StateView) -> Run {
     .unwrap()
 }
 
-/// Runs `e` at log time `t` (offset `t`) and applies its state writes.
+/// Runs `e` at log time `t` (offset `t`, partition 0) and applies its state writes.
 fn step(c: &Chain, mem: &mut Mem, e: &Event, t: i64) -> Run {
-    let r = run(c, e, &origin(t, t), mem);
-    mem.apply(&r.mutations);
-    r
+    step_on(c, mem, e, 0, t)
 }
 
 const FLOWS: &str = r#"

@@ -54,7 +54,7 @@ pub fn follow(actor: UserId, subject: UserId) -> tidings_core::event::Event {
         actor,
         subject,
         op: GraphOp::Follow,
-        time_ms: 1_767_225_600_000,
+        time_ms: model::BASE_MS,
         producer: Who::new("test", "1"),
     })
 }

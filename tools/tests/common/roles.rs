@@ -51,6 +51,25 @@ impl Role {
         }
     }
 
+    /// Waits (up to 90 s) until `/ready` answers 200; panics with the log if it exits first.
+    pub fn wait_ready(&mut self, http: &Http) {
+        super::wait_until(Duration::from_secs(90), "/ready answers 200", || {
+            self.alive();
+            http.send(
+                reqwest::Method::GET,
+                &format!("{}/ready", self.base),
+                None,
+                None,
+            )
+            .is_some_and(|a| a.status == 200)
+        });
+    }
+
+    /// Its `/metrics` text.
+    pub fn metrics(&self, http: &Http) -> String {
+        http.get(&format!("{}/metrics", self.base), None).text
+    }
+
     /// Ctrl-C, then waits for a clean exit; returns the log.
     pub fn stop(mut self) -> String {
         let mut child = self.child.take().unwrap();
