@@ -28,7 +28,7 @@ use tidings_producers::broker::{BrokerStorage, LocalBroker};
 use tidings_producers::{Producer, ProducerConfig, Topics};
 use tidings_store::Store;
 
-use super::Report;
+use super::{report, Report};
 
 /// Flags of `tidings bench replay`.
 #[derive(Debug, Args)]
@@ -48,6 +48,9 @@ pub struct ReplayBenchArgs {
     /// Seed of the generated graph.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The rebuild's store batch size in MiB (`tidings rebuild --batch-mb`).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=512))]
+    batch_mb: u16,
     /// Directory for the broker log and the store (default: a temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -107,6 +110,19 @@ fn events(a: &ReplayBenchArgs) -> Vec<Event> {
 
 fn projector(p: i64) -> Projector {
     Projector::new(p)
+}
+
+/// CPU seconds of the whole process since a point (see [`report::cpu_seconds`]).
+struct CpuClock(Option<f64>);
+
+impl CpuClock {
+    fn start() -> Self {
+        CpuClock(report::cpu_seconds())
+    }
+
+    fn elapsed(&self) -> Option<f64> {
+        Some(report::cpu_seconds()? - self.0?)
+    }
 }
 
 /// Runs the benchmark.
@@ -213,6 +229,7 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
     settle()?;
     let before = stats.entries.load(Ordering::Relaxed);
     let started = Instant::now();
+    let cpu = CpuClock::start();
     let live = kafka::spawn(cfg, applier)?;
     while stats.finished() < total {
         std::thread::sleep(Duration::from_millis(20));
@@ -220,18 +237,27 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
     }
     let live_secs = started.elapsed().as_secs_f64();
     live.stop()?;
+    let live_cpu = cpu.elapsed();
     let live_entries = stats.entries.load(Ordering::Relaxed) - before;
 
     // 3. Rebuild.
     settle()?;
     let mut rc = RebuildConfig::new(kafka.clone(), projector(2));
     rc.topics = topics.clone();
+    rc.batch_bytes = usize::from(a.batch_mb) << 20;
+    let cpu = CpuClock::start();
     let report_r = rebuild::run(
         &rc,
         store.clone(),
         &AtomicBool::new(false),
         &mut |_, _, _| {},
     )?;
+    let rebuild_cpu = cpu.elapsed();
+    // What the rebuild left RocksDB to compact is its cost too, paid after it returned.
+    let t = Instant::now();
+    rocks.settle()?;
+    let compacted_after = t.elapsed().as_secs_f64();
+    let rebuild_cpu_settled = cpu.elapsed();
     let d1 = tidings_consumers::digest::digest(&*store, 1)?;
     let d2 = tidings_consumers::digest::digest(&*store, 2)?;
 
@@ -242,6 +268,7 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
         format!("{} / {} / {}", a.users, a.followers, a.posts),
     );
     report.context("partitions per topic", a.partitions);
+    report.context("rebuild store batch (MiB)", a.batch_mb);
     report.context(
         "avg record bytes",
         format!("{:.1}", raw_bytes as f64 / read.max(1) as f64),
@@ -270,6 +297,26 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
             "no (applied in another order; see `tidings digest`)"
         },
     );
+    report.context(
+        "compactions left by the rebuild, finished after it in",
+        format!("{compacted_after:.1} s"),
+    );
+    if let (Some(live), Some(rebuild), Some(settled)) = (live_cpu, rebuild_cpu, rebuild_cpu_settled)
+    {
+        // Robust to a VM that runs slower at times: what the work itself costs.
+        report.context(
+            "CPU seconds, all threads (live / rebuild / rebuild and its compactions)",
+            format!("{live:.2} / {rebuild:.2} / {settled:.2}"),
+        );
+        report.context(
+            "CPU µs per index entry (live / rebuild)",
+            format!(
+                "{:.2} / {:.2}",
+                live * 1e6 / live_entries.max(1) as f64,
+                rebuild * 1e6 / report_r.entries.max(1) as f64
+            ),
+        );
+    }
     let live_rate = live_entries as f64 / live_secs;
     let rebuild_rate = report_r.entries as f64 / report_r.seconds;
     report.figure(
