@@ -54,7 +54,16 @@ impl ReadCache {
         if written.is_empty() {
             return;
         }
-        self.gets.borrow_mut().retain(|k, _| !written.touches(k));
+        let mut gets = self.gets.borrow_mut();
+        if written.clears_nothing_by_range() && written.len() < gets.len() {
+            // Fewer written keys than answers (a batch's bodies against a warm cache).
+            for k in written.keys() {
+                gets.remove(k);
+            }
+        } else {
+            gets.retain(|k, _| !written.touches(k));
+        }
+        drop(gets);
         self.ranges
             .borrow_mut()
             .retain(|(b, e, _, _), _| !written.touches_range(b, e));

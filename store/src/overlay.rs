@@ -12,7 +12,7 @@ use std::ops::Bound;
 use tidings_core::write::{decode_i64, encode_i64};
 use tidings_core::Mutation;
 
-use crate::{KeyValue, RangeOptions, ReadView, Result};
+use crate::{layout, KeyValue, RangeOptions, ReadView, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pending {
@@ -27,11 +27,26 @@ enum Pending {
 /// Taken out of an overlay ([`Overlay::into_deltas`]), a delta can lie under the next overlay
 /// ([`Overlay::layered`]) while its own batch is still being committed: a bulk writer plans
 /// batch N+1 over "snapshot + delta N" while batch N is written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Delta {
     keys: BTreeMap<Vec<u8>, Pending>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The keyspaces ([`layout::keyspace`]) of the keys written into `keys`: a read of another
+    /// keyspace (a post's followers while the batch holds bodies and user feeds) skips the
+    /// ordered map, whose lookups compare long keys at every level.
+    spaces: Vec<Vec<u8>>,
+    /// A key without a whole keyspace prefix was written: `spaces` filters nothing.
+    unfiltered: bool,
 }
+
+impl PartialEq for Delta {
+    fn eq(&self, other: &Self) -> bool {
+        // `spaces` only summarises `keys` (and may still name a keyspace cleared since).
+        self.keys == other.keys && self.cleared == other.cleared
+    }
+}
+
+impl Eq for Delta {}
 
 impl Delta {
     /// Applies `ms` in order, as a commit would.
@@ -39,9 +54,11 @@ impl Delta {
         for m in ms {
             match m {
                 Mutation::Set { key, value } => {
+                    self.note_keyspace(key);
                     self.keys.insert(key.clone(), Pending::Value(value.clone()));
                 }
                 Mutation::Clear { key } => {
+                    self.note_keyspace(key);
                     self.keys.insert(key.clone(), Pending::Cleared);
                 }
                 Mutation::ClearRange { begin, end } => {
@@ -59,6 +76,7 @@ impl Delta {
                     self.cleared.push((begin.clone(), end.clone()));
                 }
                 Mutation::Add { key, delta } => {
+                    self.note_keyspace(key);
                     let next = match self.keys.get(key) {
                         Some(Pending::Value(v)) => {
                             Pending::Value(encode_i64(decode_i64(v).wrapping_add(*delta)))
@@ -74,6 +92,79 @@ impl Delta {
         }
     }
 
+    fn note_keyspace(&mut self, key: &[u8]) {
+        if self.unfiltered {
+            return;
+        }
+        match layout::keyspace(key) {
+            Some(space) => {
+                if !self.spaces.iter().any(|s| s == space) {
+                    self.spaces.push(space.to_vec());
+                }
+            }
+            None => self.unfiltered = true,
+        }
+    }
+
+    /// Whether `keys` may hold `key` (`false`: it certainly does not).
+    fn may_hold(&self, key: &[u8]) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        match layout::keyspace(key) {
+            Some(space) if !self.unfiltered => self.spaces.iter().any(|s| s == space),
+            _ => true,
+        }
+    }
+
+    /// Whether `keys` may hold a key in `begin..end` (`false`: certainly none).
+    fn may_hold_range(&self, begin: &[u8], end: &[u8]) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        match layout::keyspace(begin) {
+            // Every key between two keys of one keyspace is of that keyspace.
+            Some(space) if !self.unfiltered && end.starts_with(space) => {
+                self.spaces.iter().any(|s| s == space)
+            }
+            _ => true,
+        }
+    }
+
+    /// The pending write of `key`, if any (not counting cleared ranges).
+    fn pending(&self, key: &[u8]) -> Option<&Pending> {
+        if self.may_hold(key) {
+            self.keys.get(key)
+        } else {
+            None
+        }
+    }
+
+    /// The pending writes of keys in `begin..end`, in key order.
+    fn pending_in(&self, begin: &[u8], end: &[u8]) -> Vec<(&Vec<u8>, &Pending)> {
+        if begin >= end || !self.may_hold_range(begin, end) {
+            return Vec::new();
+        }
+        self.keys
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .collect()
+    }
+
+    /// The keys set, cleared or added (not counting cleared ranges), in key order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.keys.keys()
+    }
+
+    /// How many keys are set, cleared or added.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no range was cleared.
+    pub(crate) fn clears_nothing_by_range(&self) -> bool {
+        self.cleared.is_empty()
+    }
+
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.cleared.is_empty()
@@ -81,7 +172,7 @@ impl Delta {
 
     /// Whether the delta writes `key` (sets, clears or adds it, or clears a range holding it).
     pub fn touches(&self, key: &[u8]) -> bool {
-        self.keys.contains_key(key) || self.range_cleared(key)
+        self.pending(key).is_some() || self.range_cleared(key)
     }
 
     /// Whether the delta writes any key in `begin..end`.
@@ -89,10 +180,12 @@ impl Delta {
         if begin >= end {
             return false;
         }
-        self.keys
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-            .next()
-            .is_some()
+        (self.may_hold_range(begin, end)
+            && self
+                .keys
+                .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+                .next()
+                .is_some())
             || self.clears_any(begin, end)
     }
 
@@ -115,7 +208,7 @@ impl Delta {
         key: &[u8],
         base: impl FnOnce() -> Result<Option<Vec<u8>>>,
     ) -> Result<Option<Vec<u8>>> {
-        match self.keys.get(key) {
+        match self.pending(key) {
             Some(Pending::Value(v)) => Ok(Some(v.clone())),
             Some(Pending::Cleared) => Ok(None),
             Some(Pending::Add(d)) => {
@@ -237,11 +330,7 @@ impl ReadView for Layer<'_> {
         if begin >= end {
             return Ok(Vec::new());
         }
-        let pending: Vec<(&Vec<u8>, &Pending)> = self
-            .delta
-            .keys
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-            .collect();
+        let mut pending = self.delta.pending_in(begin, end);
         let ranges_hit = self.delta.clears_any(begin, end);
         if pending.is_empty() && !ranges_hit {
             return self.base.range(begin, end, opts);
@@ -261,28 +350,51 @@ impl ReadView for Layer<'_> {
                 reverse: opts.reverse,
             },
         )?;
+        // Past the last base row read (in read order) lie unread base rows; at least `limit`
+        // visible rows come before, so pending keys there could only be cut off below.
         let complete = base_limit == 0 || base_rows.len() < base_limit;
-        let last_base = base_rows.last().map(|(k, _)| k.clone());
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base_rows
-            .into_iter()
-            .filter(|(k, _)| !self.delta.touches(k))
-            .collect();
-        for (k, _) in pending {
-            // Past the last base row read (in read order) lie unread base rows; at least
-            // `limit` visible rows come before, so such keys could only be cut off below.
-            let beyond = last_base
-                .as_ref()
-                .is_some_and(|l| if opts.reverse { k < l } else { k > l });
-            if !complete && beyond {
+        if opts.reverse {
+            pending.reverse();
+        }
+        // Both lists are in read order: merge them.
+        let before = |a: &[u8], b: &[u8]| if opts.reverse { a > b } else { a < b };
+        let mut rows = Vec::with_capacity(base_rows.len() + pending.len());
+        let mut pending = pending.into_iter().peekable();
+        let mut base_rows = base_rows.into_iter().peekable();
+        loop {
+            let take_base = match (base_rows.peek(), pending.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((b, _)), Some((k, _))) => before(b, k),
+            };
+            if take_base {
+                let (k, v) = base_rows.next().expect("peeked");
+                if !(ranges_hit && self.delta.range_cleared(&k)) {
+                    rows.push((k, v));
+                }
                 continue;
             }
-            if let Some(v) = self.delta.resolve(k, || self.base.get(k))? {
-                merged.insert(k.clone(), v);
+            let (k, state) = pending.next().expect("peeked");
+            let base = base_rows.next_if(|(b, _)| b == k).map(|(_, v)| v);
+            if base.is_none() && !complete {
+                // Not among the base rows read: either absent from the base (before the last
+                // row read) or unread (after it, and then cut off by `limit`).
+                if base_rows.peek().is_none() {
+                    break;
+                }
             }
-        }
-        let mut rows: Vec<KeyValue> = merged.into_iter().collect();
-        if opts.reverse {
-            rows.reverse();
+            let value = match state {
+                Pending::Value(v) => Some(v.clone()),
+                Pending::Cleared => None,
+                // An add is pending only on a key no cleared range held: on top of the base.
+                Pending::Add(d) => Some(encode_i64(
+                    base.map_or(0, |v| decode_i64(&v)).wrapping_add(*d),
+                )),
+            };
+            if let Some(v) = value {
+                rows.push((k.clone(), v));
+            }
         }
         if opts.limit > 0 {
             rows.truncate(opts.limit);

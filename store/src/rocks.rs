@@ -29,6 +29,7 @@ use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
 
 use crate::error::{Error, Result};
+use crate::layout::keyspace_len;
 use crate::limits::{self, READ_VIEW_LIFETIME};
 use crate::{KeyValue, RangeOptions, ReadView, Store, WriteBatch};
 
@@ -349,44 +350,6 @@ fn key_prefix(key: &[u8]) -> (u128, u128) {
         u128::from_be_bytes(hi.try_into().unwrap_or_default()),
         u128::from_be_bytes(lo.try_into().unwrap_or_default()),
     )
-}
-
-/// The length of `key`'s keyspace prefix: its first two FoundationDB tuple elements when they
-/// are integers, strings or byte strings — `(p, "feed")` of a tidings projection key,
-/// `("meta", "active")` — or as much of that as parses. A bulk commit writes one table file
-/// per keyspace, so files of different keyspaces never overlap: a graph read never consults a
-/// file of feed entries, and a keyspace written in key order (bodies under time-ordered ids,
-/// offsets) is ingested at the bottom level, needing no compaction.
-fn keyspace_len(key: &[u8]) -> usize {
-    let mut at = 0;
-    for _ in 0..2 {
-        let Some(&code) = key.get(at) else { break };
-        let next = match code {
-            // Byte string or string: escaped bytes up to a 0x00 not followed by 0xff.
-            0x01 | 0x02 => {
-                let mut i = at + 1;
-                loop {
-                    match key.get(i) {
-                        Some(0x00) if key.get(i + 1) == Some(&0xff) => i += 2,
-                        Some(0x00) => break Some(i + 1),
-                        Some(_) => i += 1,
-                        None => break None,
-                    }
-                }
-            }
-            // Integers: the code says how many bytes follow.
-            0x0c..=0x1c => {
-                let n = usize::from(code.abs_diff(0x14));
-                (at + 1 + n <= key.len()).then_some(at + 1 + n)
-            }
-            _ => None,
-        };
-        match next {
-            Some(n) => at = n,
-            None => break,
-        }
-    }
-    at
 }
 
 /// Block-based table settings, shared by the store and the files bulk loads write.
@@ -737,25 +700,6 @@ mod tests {
             end: b"b".to_vec(),
         }];
         assert!(fold_by_key(&with_range).is_none());
-    }
-
-    #[test]
-    fn keyspace_prefix_is_the_first_two_tuple_elements() {
-        // (2, "feed", 5000, 0): int 2, string "feed", then the rest.
-        let feed = [
-            0x15, 0x02, 0x02, b'f', b'e', b'e', b'd', 0x00, 0x16, 0x13, 0x88, 0x14,
-        ];
-        assert_eq!(keyspace_len(&feed), 8);
-        // ("meta", "active")
-        let meta = [0x02, b'm', b'e', b't', b'a', 0x00, 0x02, b'a', 0x00];
-        assert_eq!(keyspace_len(&meta), 9);
-        // An escaped zero inside a string does not end it.
-        let esc = [0x15, 0x01, 0x02, b'a', 0x00, 0xff, b'b', 0x00, 0x15, 0x07];
-        assert_eq!(keyspace_len(&esc), 8);
-        // Not a tuple (or cut short): as much as parses.
-        assert_eq!(keyspace_len(b"conformance/x"), 0);
-        assert_eq!(keyspace_len(&[0x15, 0x02, 0x02, b'f']), 2);
-        assert_eq!(keyspace_len(&[0x16, 0x01]), 0);
     }
 
     #[test]
