@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use tidings_core::clock::Clock;
 use tidings_core::event::Event;
-use tidings_core::fanout::{FanoutOptions, Plan};
+use tidings_core::fanout::{FanoutOptions, Plan, Spread};
 use tidings_core::keys::{self, Projection};
 use tidings_core::process::{Flow, Input, Verdict};
 use tidings_core::write::{decode_i64, encode_i64};
@@ -121,6 +121,20 @@ pub struct Applied {
     pub terminated: u64,
     /// Side outputs sent.
     pub side_outputs: u64,
+}
+
+impl Applied {
+    /// Adds `other`'s counts to these.
+    fn absorb(&mut self, other: &Applied) {
+        self.events += other.events;
+        self.dead += other.dead;
+        self.skipped += other.skipped;
+        self.entries += other.entries;
+        self.batches += other.batches;
+        self.dropped += other.dropped;
+        self.terminated += other.terminated;
+        self.side_outputs += other.side_outputs;
+    }
 }
 
 /// The result of applying a run of records.
@@ -269,6 +283,8 @@ pub struct Applier {
     skip: Option<SkipFilter>,
     chain: ChainHandle,
     batch_bytes: usize,
+    /// Most records planned into one store batch (see [`Applier::batch_records`]).
+    batch_records: usize,
     /// Commit with [`Store::commit_bulk`] (a projection being rebuilt; see [`Applier::bulk`]).
     bulk: bool,
     /// When following the active projection: the raw `("meta","active")` value this applier
@@ -284,6 +300,8 @@ struct Pending {
     /// version once per event, and a bulk batch holds thousands of events. No planner sets or
     /// clears a blind counter, so adding the sums at the end of the batch changes nothing.
     adds: FastMap<Vec<u8>, i64>,
+    /// Followers' home entries and feed-version bumps, built at commit (see [`Unbuilt`]).
+    unbuilt: Unbuilt,
     next: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     side: Vec<SideRecord>,
@@ -302,6 +320,7 @@ impl Pending {
         Pending {
             batch: WriteBatch::new(),
             adds: FastMap::default(),
+            unbuilt: Unbuilt::default(),
             next: BTreeMap::new(),
             dead: Vec::new(),
             side: Vec::new(),
@@ -316,6 +335,7 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.batch.is_empty()
             && self.adds.is_empty()
+            && self.unbuilt.is_empty()
             && self.next.is_empty()
             && self.dead.is_empty()
             && self.side.is_empty()
@@ -340,6 +360,22 @@ impl Pending {
                 }
             }
         }
+        for s in plan.spreads {
+            // Each entry's bump counted as if its feed were new to the batch: an upper bound
+            // (bumps of one feed are summed), as finding out is the work left for later.
+            let bump = s.bumps().next().map_or(0, |b| b.key().len() + 8);
+            self.bytes += s.size() + s.owners.len() * bump;
+            self.unbuilt.spreads.push(s);
+        }
+        for b in plan.bumps {
+            match self.unbuilt.bumps.get_mut(&b) {
+                Some(n) => *n += 1,
+                None => {
+                    self.bytes += b.key().len() + 8;
+                    self.unbuilt.bumps.insert(b, 1);
+                }
+            }
+        }
     }
 
     /// Adds writes later planning may read: to the batch and, through `overlay`, to reads.
@@ -353,6 +389,34 @@ impl Pending {
     fn dead_letter(&mut self, r: &Record, letter: DeadLetter) {
         self.dead.push(letter);
         self.next.insert(r.tp(), r.offset + 1);
+    }
+}
+
+/// Blind writes of a batch left unbuilt until it is committed: the followers' home entries
+/// (most of a fan-out's writes) and the feed-version bumps, summed per feed. A bulk writer
+/// builds them on its commit thread, which has time while the next batch is planned.
+#[derive(Default)]
+struct Unbuilt {
+    spreads: Vec<Spread>,
+    bumps: FastMap<keys::fver::Bump, i64>,
+}
+
+impl Unbuilt {
+    fn is_empty(&self) -> bool {
+        self.spreads.is_empty() && self.bumps.is_empty()
+    }
+
+    /// Appends the writes to `batch`: the entries in plan order, then an add per feed version.
+    fn build_into(mut self, batch: &mut WriteBatch) {
+        let entries: usize = self.spreads.iter().map(|s| s.owners.len()).sum();
+        batch.mutations.reserve(entries + self.bumps.len());
+        for s in &self.spreads {
+            batch.extend(s.entries());
+            for b in s.bumps() {
+                *self.bumps.entry(b).or_insert(0) += 1;
+            }
+        }
+        batch.extend(self.bumps.drain().map(|(b, n)| b.mutation(n)));
     }
 }
 
@@ -428,6 +492,7 @@ impl Applier {
             skip: None,
             chain: ChainHandle::default(),
             batch_bytes: BATCH_BYTES,
+            batch_records: usize::MAX,
             bulk: false,
             active_guard: None,
         }
@@ -474,6 +539,13 @@ impl Applier {
             }
             None => self.batch_bytes = bytes.clamp(1, tidings_store::limits::MAX_BATCH / 2),
         }
+        self
+    }
+
+    /// Plans at most `n` records into one store batch (default: no bound but the bytes). A
+    /// rebuild's `--batch-records`; tests use it to move batch boundaries around.
+    pub fn batch_records(mut self, n: usize) -> Self {
+        self.batch_records = n.max(1);
         self
     }
 
@@ -537,7 +609,7 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         if self.bulk {
-            return self.apply_pipelined(positions, records, dlq);
+            return self.apply_pipelined(positions, records.iter(), dlq);
         }
         let mut total = Applied::default();
         // Once per call: a swapped chain takes effect from the next call (between batches).
@@ -548,9 +620,14 @@ impl Applier {
             let opened = Instant::now();
             let mut overlay = Overlay::new(&*snap);
             let mut p = Pending::new();
-            // A batch ends at its byte bound, or while its read view is well inside its
-            // lifetime.
-            while i < records.len() && p.bytes < self.batch_bytes && opened.elapsed() < VIEW_USE {
+            let first = i;
+            // A batch ends at its byte or record bound, or while its read view is well inside
+            // its lifetime.
+            while i < records.len()
+                && p.bytes < self.batch_bytes
+                && i - first < self.batch_records
+                && opened.elapsed() < VIEW_USE
+            {
                 let r = &records[i];
                 i += 1;
                 let Some(stored) = positions.get(&r.tp()).copied() else {
@@ -605,6 +682,39 @@ impl Applier {
         Ok(Outcome::Done(total))
     }
 
+    /// [`Applier::apply`] over a stream of records (a rebuild reading the log): in bulk mode
+    /// one pipeline over the whole stream, so batches run on across the reader's chunks and the
+    /// read cache stays warm; otherwise [`Applier::apply`] per run of up to
+    /// [`Applier::batch_records`] records (at most 65,536). Either way the result is that of
+    /// applying the records in order: only batch boundaries differ.
+    pub fn apply_stream(
+        &self,
+        positions: &mut Positions,
+        records: impl Iterator<Item = Record>,
+        dlq: &dyn DeadLetterSink,
+    ) -> Result<Outcome, ApplyError> {
+        if self.bulk {
+            return self.apply_pipelined(positions, records, dlq);
+        }
+        let mut total = Applied::default();
+        let mut records = records.peekable();
+        let run = self.batch_records.min(1 << 16);
+        while records.peek().is_some() {
+            let chunk: Vec<Record> = records.by_ref().take(run).collect();
+            match self.apply(positions, &chunk, dlq)? {
+                Outcome::Done(a) => total.absorb(&a),
+                Outcome::Fenced { applied, stored } => {
+                    total.absorb(&applied);
+                    return Ok(Outcome::Fenced {
+                        applied: total,
+                        stored,
+                    });
+                }
+            }
+        }
+        Ok(Outcome::Done(total))
+    }
+
     /// [`Applier::apply`] in bulk mode: batch N is committed on another thread while batch
     /// N+1 is planned over a snapshot taken before N was handed over plus N's pending writes
     /// ([`Overlay::layered`]). Reads of the snapshot are remembered across batches ([`Memo`]:
@@ -614,31 +724,35 @@ impl Applier {
     /// Batch N+1 goes to the store only after N committed, with preconditions on the offsets
     /// N stored; if N fails or is fenced, N+1 is dropped unwritten. So the result is exactly
     /// that of committing one batch after the other.
-    fn apply_pipelined(
+    fn apply_pipelined<R: std::borrow::Borrow<Record>>(
         &self,
         positions: &mut Positions,
-        records: &[Record],
+        records: impl Iterator<Item = R>,
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         let mut total = Applied::default();
         // Once per call, as in `apply`: a swapped chain takes effect from the next call.
         let (procs, _) = self.chain.current();
-        let mut i = 0;
+        let mut records = records.peekable();
         let mut inflight: Option<InFlight> = None;
         let mut lower = Delta::default();
         // Answers of the snapshot in use; each batch is forgotten from it once committed.
         let cache = ReadCache::new();
         let mut snap = self.store.snapshot()?;
         let mut opened = Instant::now();
-        while i < records.len() {
+        while records.peek().is_some() {
             let planning = Instant::now();
-            let first = i;
+            let mut n = 0;
             let memo = Memo::new(&*snap, &cache);
             let mut overlay = Overlay::layered(&memo, std::mem::take(&mut lower));
             let mut p = Pending::new();
-            while i < records.len() && p.bytes < self.batch_bytes && opened.elapsed() < VIEW_USE {
-                let r = &records[i];
-                i += 1;
+            while p.bytes < self.batch_bytes
+                && n < self.batch_records
+                && opened.elapsed() < VIEW_USE
+            {
+                let Some(r) = records.next() else { break };
+                let r = r.borrow();
+                n += 1;
                 let Some(stored) = positions.get(&r.tp()).copied() else {
                     continue;
                 };
@@ -657,7 +771,7 @@ impl Applier {
                     });
                 }
             }
-            if i < records.len() {
+            if records.peek().is_some() {
                 // Everything settled is in this snapshot, and nothing of the batch handed over
                 // next (the last batch plans nothing after it).
                 snap = self.store.snapshot()?;
@@ -667,11 +781,10 @@ impl Applier {
             if p.is_empty() {
                 continue;
             }
-            let batch = self.prepare(positions, &mut p, dlq)?;
+            let (mut batch, unbuilt) = self.prepare(positions, &mut p, dlq)?;
             tracing::debug!(
-                records = i - first,
-                batch_bytes = batch.size(),
-                bytes = p.bytes,
+                records = n,
+                estimated_bytes = p.bytes,
                 planned_ms = planned_in.as_millis() as u64,
                 waited_for_commit_ms = waiting.elapsed().as_millis() as u64,
                 "bulk batch planned"
@@ -682,8 +795,15 @@ impl Applier {
                 .name("bulk-commit".into())
                 .spawn(move || {
                     let t = Instant::now();
+                    unbuilt.build_into(&mut batch);
+                    let (mutations, bytes) = (batch.mutations.len(), batch.size());
                     let r = store.commit_bulk(batch);
-                    tracing::debug!(ms = t.elapsed().as_millis() as u64, "bulk batch committed");
+                    tracing::debug!(
+                        mutations,
+                        bytes,
+                        ms = t.elapsed().as_millis() as u64,
+                        "bulk batch committed"
+                    );
                     r
                 })
                 .map_err(|e| {
@@ -943,20 +1063,22 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
         total: &mut Applied,
     ) -> Result<Option<BTreeMap<TopicPartition, Option<i64>>>, ApplyError> {
-        let batch = self.prepare(positions, &mut p, dlq)?;
+        let (mut batch, unbuilt) = self.prepare(positions, &mut p, dlq)?;
+        unbuilt.build_into(&mut batch);
         let started = Instant::now();
         let result = self.store.commit(batch);
         self.settled(positions, p, result, started, total)
     }
 
     /// Sends the batch's side outputs and dead letters (durable before the offset moves past
-    /// them) and returns its store batch: the writes, the offsets and their preconditions.
+    /// them) and returns its store batch: the writes, the offsets and their preconditions —
+    /// all but the unbuilt writes, which the caller builds into it ([`Unbuilt::build_into`]).
     fn prepare(
         &self,
         positions: &Positions,
         p: &mut Pending,
         dlq: &dyn DeadLetterSink,
-    ) -> Result<WriteBatch, ApplyError> {
+    ) -> Result<(WriteBatch, Unbuilt), ApplyError> {
         if !p.side.is_empty() {
             dlq.emit(&p.side).map_err(ApplyError::SideOutputs)?;
             p.applied.side_outputs += p.side.len() as u64;
@@ -989,7 +1111,7 @@ impl Applier {
             batch.require(key.clone(), expected.map(encode_i64));
             batch.set(key, encode_i64(*next));
         }
-        Ok(batch)
+        Ok((batch, std::mem::take(&mut p.unbuilt)))
     }
 
     /// Waits for a batch committed on another thread and settles it.
@@ -1047,13 +1169,7 @@ impl Applier {
                     }
                 }
                 metrics::counter!("tidings_fanout_entries_total").increment(p.applied.entries);
-                total.events += p.applied.events;
-                total.dead += p.applied.dead;
-                total.dropped += p.applied.dropped;
-                total.terminated += p.applied.terminated;
-                total.side_outputs += p.applied.side_outputs;
-                total.entries += p.applied.entries;
-                total.batches += 1;
+                total.absorb(&p.applied);
                 Ok(None)
             }
             Err(e) if e.is_conflict() => {

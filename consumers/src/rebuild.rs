@@ -183,7 +183,7 @@ pub struct RebuildConfig {
     pub skip: Vec<Filter>,
     /// After catching up, keep applying new records until the projection is active.
     pub follow: bool,
-    /// Records per apply call.
+    /// Most records per store batch (bulk batches end at `batch_bytes` first by default).
     pub batch_records: usize,
     /// Bytes per store batch (bulk mode, see [`Applier::bulk`]: capped under the transaction
     /// limit on a store without a bulk path).
@@ -201,7 +201,7 @@ pub struct RebuildConfig {
 }
 
 impl RebuildConfig {
-    /// Bulk defaults: 250,000 records per apply, 64 MiB store batches.
+    /// Bulk defaults: 64 MiB store batches of at most 250,000 records.
     pub fn new(kafka: KafkaConfig, projector: Projector) -> Self {
         RebuildConfig {
             kafka,
@@ -276,6 +276,13 @@ pub struct RebuildReport {
     pub resumed: bool,
 }
 
+/// Records per chunk the reader thread hands over, and chunks it may read ahead.
+const READ_CHUNK: usize = 4096;
+const READ_AHEAD: usize = 32;
+
+/// How often a rebuild reports progress between batches while it reads up to the head.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// Counts dead letters and side outputs instead of sending them (the live consumers sent them
 /// already).
 struct CountDeadLetters;
@@ -348,6 +355,7 @@ pub fn run(
 
     let mut applier = Applier::new(store.clone(), cfg.projector.clone(), cfg.consumer.clone())
         .bulk(cfg.batch_bytes)
+        .batch_records(cfg.batch_records)
         .with_chain(cfg.chain.clone());
     if !cfg.skip.is_empty() {
         let filters = cfg.skip.clone();
@@ -401,6 +409,17 @@ pub fn run(
         resumed,
         ..RebuildReport::default()
     };
+    // Whether to go on after an apply: `false` once the projection was switched to (the live
+    // consumers own it now).
+    let settle = |outcome: Outcome| -> Result<bool, RebuildError> {
+        match outcome {
+            Outcome::Done(_) => Ok(true),
+            Outcome::Fenced { .. } if versions::active(&*store)? == p => Ok(false),
+            Outcome::Fenced { stored, .. } => Err(RebuildError::Refused(format!(
+                "another writer moved projection {p}'s offsets ({stored:?}): the live consumers after a switch, or a second rebuild; this rebuild stops"
+            ))),
+        }
+    };
     let apply = |batch: &mut Vec<Record>,
                  positions: &mut Positions,
                  report: &mut RebuildReport|
@@ -409,39 +428,29 @@ pub fn run(
             return Ok(true);
         }
         report.records += batch.len() as u64;
-        match applier.apply(positions, batch, &CountDeadLetters)? {
-            Outcome::Done(_) => {}
-            Outcome::Fenced { .. } if versions::active(&*store)? == p => {
-                // Switched to while following: the live consumers own it now.
-                batch.clear();
-                return Ok(false);
-            }
-            Outcome::Fenced { stored, .. } => {
-                return Err(RebuildError::Refused(format!(
-                    "another writer moved projection {p}'s offsets ({stored:?}): the live consumers after a switch, or a second rebuild; this rebuild stops"
-                )))
-            }
-        }
+        let going = settle(applier.apply(positions, batch, &CountDeadLetters)?)?;
         batch.clear();
-        Ok(true)
+        Ok(going)
     };
 
-    // Phase 1: the log up to the head seen at start (or `until`), in merge order. A reader
-    // thread fetches and merges the next chunk while this one is applied.
+    // Phase 1: the log up to the head seen at start (or `until`), in merge order, as one
+    // stream: a reader thread fetches and merges chunks ahead of the applier, whose batches
+    // run on across chunk boundaries (its pipeline never drains until the end).
     let mut caught_up = false;
     std::thread::scope(|s| -> Result<(), RebuildError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Record>, bool)>(1);
-        let (reader, stop, n) = (&mut reader, &stop, cfg.batch_records.max(1));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Record>, bool)>(READ_AHEAD);
+        let reader = &mut reader;
         std::thread::Builder::new()
             .name("rebuild-read".into())
             .spawn_scoped(s, move || {
-                let mut chunk = Vec::with_capacity(n);
+                let mut chunk = Vec::with_capacity(READ_CHUNK);
                 while !stop.load(Ordering::SeqCst) {
                     match reader.next_merged(Duration::from_millis(50)) {
                         Next::Record(r) => {
                             chunk.push(r.0);
-                            if chunk.len() >= n {
-                                let full = std::mem::replace(&mut chunk, Vec::with_capacity(n));
+                            if chunk.len() >= READ_CHUNK {
+                                let full =
+                                    std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
                                 if tx.send((full, false)).is_err() {
                                     return;
                                 }
@@ -456,17 +465,29 @@ pub fn run(
                 }
             })
             .map_err(|e| RebuildError::Refused(format!("cannot start the reader thread: {e}")))?;
-        // Leaving this loop early drops `rx`, which stops the reader at its next chunk.
-        for (mut chunk, end) in rx {
-            let going = apply(&mut chunk, &mut positions, &mut report)?;
-            if end {
-                caught_up = going;
-            }
-            if end || !going {
-                break;
-            }
-            on_progress(&stats, report.records, false);
-        }
+        let mut ended = false;
+        let mut read = 0u64;
+        let (mut batches, mut last_progress) = (0, Instant::now());
+        // Ending early (an error, a fence) drops `rx`, which stops the reader at its next send.
+        let records = rx
+            .iter()
+            .flat_map(|(chunk, end)| {
+                ended |= end;
+                chunk
+            })
+            .inspect(|_| {
+                read += 1;
+                // After every committed batch (seen at the next record), and now and then.
+                let now = stats.batches.load(Ordering::Relaxed);
+                if now != batches || (read % 1024 == 0 && last_progress.elapsed() >= PROGRESS_EVERY)
+                {
+                    (batches, last_progress) = (now, Instant::now());
+                    on_progress(&stats, read, false);
+                }
+            });
+        let outcome = applier.apply_stream(&mut positions, records, &CountDeadLetters)?;
+        report.records = read;
+        caught_up = settle(outcome)? && ended;
         Ok(())
     })?;
     if caught_up {

@@ -109,18 +109,25 @@ pub trait GraphView {
 
 /// One step of applying an event.
 ///
-/// Its writes come in two lists. [`Plan::visible`] holds what planning may read back — bodies,
-/// user feeds (a follow's backfill reads them), graph edges and counts, cursors — so a consumer
-/// planning many events against one batch must make these visible to the events after
+/// Its writes come in four lists. [`Plan::visible`] holds what planning may read back —
+/// bodies, user feeds (a follow's backfill reads them), graph edges and counts, cursors — so a
+/// consumer planning many events against one batch must make these visible to the events after
 /// (through an overlay). [`Plan::blind`] holds what no planner ever reads: entries of home and
-/// notification feeds and feed-version bumps, most of a fan-out's writes; they only have to be
-/// committed, in the same batch. Both go into the batch; [`Plan::writes`] gives them together.
+/// notification feeds; they only have to be committed, in the same batch. The rest are blind
+/// too and kept unbuilt: [`Plan::spreads`], the followers' home entries (most of a fan-out's
+/// writes), and [`Plan::bumps`], feed-version bumps, so a consumer can build their keys where
+/// it has time (a rebuild: on its commit thread) and sum bumps per feed first. All go into the
+/// batch, the spreads in order; [`Plan::writes`] gives them together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Writes that planning of later events may read back.
     pub visible: Vec<Mutation>,
-    /// Writes no planner reads back (home and notification entries, feed versions).
+    /// Writes no planner reads back (home and notification entries, the body version).
     pub blind: Vec<Mutation>,
+    /// Home entries of followers, one activity each (no planner reads them back).
+    pub spreads: Vec<Spread>,
+    /// Feed-version bumps (each adds 1; no planner reads them back).
+    pub bumps: Vec<fver::Bump>,
     /// Index entries written (or removed) by this step.
     pub entries: u64,
     /// `Some(last follower done)` if the event needs another step; the progress key holding
@@ -129,16 +136,33 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every write of the step: [`Plan::visible`], then [`Plan::blind`].
+    /// Every write of the step: [`Plan::visible`], [`Plan::blind`], the spreads (their entries
+    /// and bumps), then the bumps.
     pub fn writes(self) -> impl Iterator<Item = Mutation> {
-        self.visible.into_iter().chain(self.blind)
+        let spreads = self.spreads.into_iter().flat_map(|s| {
+            let mut ms: Vec<Mutation> = s.entries().collect();
+            ms.extend(s.bumps().map(|b| b.mutation(1)));
+            ms
+        });
+        let bumps = self.bumps.into_iter().map(|b| b.mutation(1));
+        self.visible
+            .into_iter()
+            .chain(self.blind)
+            .chain(spreads)
+            .chain(bumps)
     }
 
     /// Appends another plan's writes (its `entries` too; `resume` is left as it is).
     pub fn absorb(&mut self, other: Plan) {
         self.visible.extend(other.visible);
         self.blind.extend(other.blind);
+        self.spreads.extend(other.spreads);
+        self.bumps.extend(other.bumps);
         self.entries += other.entries;
+    }
+
+    fn bump(&mut self, p: Projection, owner: UserId, kind: FeedKind) {
+        self.bumps.push(fver::Bump { p, owner, kind });
     }
 
     fn list(&mut self, kind: FeedKind) -> &mut Vec<Mutation> {
@@ -160,7 +184,7 @@ impl Plan {
             key: feed::key(p, owner, kind, pos),
             value: e.encode(),
         });
-        self.blind.push(fver::bump(p, owner, kind));
+        self.bump(p, owner, kind);
         self.entries += 1;
     }
 
@@ -168,8 +192,57 @@ impl Plan {
         self.list(kind).push(Mutation::Clear {
             key: feed::key(p, owner, kind, pos),
         });
-        self.blind.push(fver::bump(p, owner, kind));
+        self.bump(p, owner, kind);
         self.entries += 1;
+    }
+}
+
+/// One activity's entries in the home feeds of many followers, or their removal, before any
+/// key is built (see [`Plan::spreads`]). Each owner's entry also bumps that feed's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spread {
+    /// Projection.
+    pub p: Projection,
+    /// Where the entries sit in each feed.
+    pub pos: Position,
+    /// The encoded entry ([`FeedEntry::encode`]); `None`: the entries are removed.
+    pub value: Option<Vec<u8>>,
+    /// The feeds' owners.
+    pub owners: Vec<UserId>,
+}
+
+impl Spread {
+    /// The entries written (or removed), in owner order.
+    pub fn entries(&self) -> impl Iterator<Item = Mutation> + '_ {
+        self.owners.iter().map(|&owner| {
+            let key = feed::key(self.p, owner, FeedKind::Home, self.pos);
+            match &self.value {
+                Some(v) => Mutation::Set {
+                    key,
+                    value: v.clone(),
+                },
+                None => Mutation::Clear { key },
+            }
+        })
+    }
+
+    /// A version bump per feed.
+    pub fn bumps(&self) -> impl Iterator<Item = fver::Bump> + '_ {
+        self.owners.iter().map(|&owner| fver::Bump {
+            p: self.p,
+            owner,
+            kind: FeedKind::Home,
+        })
+    }
+
+    /// Bytes its entries add to a batch as [`Mutation::size`] counts them, estimated from the
+    /// first owner's key (integer keys of other owners may differ by a byte or two).
+    pub fn size(&self) -> usize {
+        let Some(&first) = self.owners.first() else {
+            return 0;
+        };
+        let key = feed::key(self.p, first, FeedKind::Home, self.pos).len();
+        self.owners.len() * (key + self.value.as_ref().map_or(0, Vec::len))
     }
 }
 
@@ -342,8 +415,7 @@ pub fn plan_update(p: Projection, id: EventId, new_body: Vec<u8>) -> Plan {
             value: new_body,
         }],
         blind: vec![fver::bump_bodies(p)],
-        entries: 0,
-        resume: None,
+        ..Plan::default()
     }
 }
 
@@ -402,14 +474,14 @@ fn followers_step<G: GraphView>(
         let mut out = out.into_iter();
         batch.retain(|_| !out.next().unwrap_or(false));
     }
-    let pos = place.position();
-    let entry = place.entry(Reason::Follow);
-    for f in batch {
-        if add {
-            plan.entry(p, f, FeedKind::Home, pos, &entry);
-        } else {
-            plan.unentry(p, f, FeedKind::Home, pos);
-        }
+    if !batch.is_empty() {
+        plan.entries += batch.len() as u64;
+        plan.spreads.push(Spread {
+            p,
+            pos: place.position(),
+            value: add.then(|| place.entry(Reason::Follow).encode()),
+            owners: batch,
+        });
     }
     if more {
         let last = last.unwrap_or(UserId::MIN);
@@ -440,7 +512,8 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
     let mut plan = Plan::default();
     let since = encode_i64(g.time_ms);
     let (a, b) = (g.actor, g.subject);
-    let (m, versions) = (&mut plan.visible, &mut plan.blind);
+    let (m, bumps) = (&mut plan.visible, &mut plan.bumps);
+    let mut bump = |kind| bumps.push(fver::Bump { p, owner: a, kind });
     match (g.op, edge_exists) {
         (GraphOp::Follow, false) => {
             m.push(Mutation::Set {
@@ -459,7 +532,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 key: graph::count(p, a, Count::Following),
                 delta: 1,
             });
-            versions.push(fver::bump(p, a, FeedKind::Home));
+            bump(FeedKind::Home);
         }
         (GraphOp::Unfollow, true) => {
             m.push(Mutation::Clear {
@@ -476,7 +549,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 key: graph::count(p, a, Count::Following),
                 delta: -1,
             });
-            versions.push(fver::bump(p, a, FeedKind::Home));
+            bump(FeedKind::Home);
         }
         (GraphOp::Block, false) | (GraphOp::Mute, false) => {
             let (set, count) = if g.op == GraphOp::Block {
@@ -493,7 +566,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 delta: 1,
             });
             for kind in FeedKind::ALL {
-                versions.push(fver::bump(p, a, kind));
+                bump(kind);
             }
         }
         (GraphOp::Unblock, true) | (GraphOp::Unmute, true) => {
@@ -510,7 +583,7 @@ pub fn plan_graph(p: Projection, g: &GraphChange, edge_exists: bool) -> Plan {
                 delta: -1,
             });
             for kind in FeedKind::ALL {
-                versions.push(fver::bump(p, a, kind));
+                bump(kind);
             }
         }
         _ => {}
@@ -534,7 +607,7 @@ pub fn plan_backfill(p: Projection, follower: UserId, items: &[(Position, FeedEn
         plan.entries += 1;
     }
     if !items.is_empty() {
-        plan.blind.push(fver::bump(p, follower, FeedKind::Home));
+        plan.bump(p, follower, FeedKind::Home);
     }
     plan
 }

@@ -563,6 +563,19 @@ fn blind_writes_are_home_and_notification_entries_and_versions() {
             assert!(blind_key(m.key()), "blind write of a readable key: {m:?}");
             blind += 1;
         }
+        for b in plan
+            .bumps
+            .iter()
+            .copied()
+            .chain(plan.spreads.iter().flat_map(|s| s.bumps()))
+        {
+            assert!(blind_key(&b.key()), "bump of a readable key: {b:?}");
+            blind += 1;
+        }
+        for m in plan.spreads.iter().flat_map(|s| s.entries()) {
+            assert!(blind_key(m.key()), "spread entry of a readable key: {m:?}");
+            blind += 1;
+        }
         for m in &plan.visible {
             assert!(
                 !blind_key(m.key()),

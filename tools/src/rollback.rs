@@ -82,7 +82,7 @@ pub struct RebuildArgs {
     /// decisions shape the projection, so give the live one.
     #[arg(long, env = "TIDINGS_CONFIG")]
     config: Option<PathBuf>,
-    /// Records per apply (bulk mode).
+    /// Most records per store batch (bulk mode; batches usually end at --batch-mb first).
     #[arg(long, default_value_t = 250_000)]
     batch_records: usize,
     /// Store batch size in MiB (bulk mode). RocksDB writes each batch as one table file (up to

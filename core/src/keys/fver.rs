@@ -46,6 +46,33 @@ pub fn bump_bodies(p: Projection) -> Mutation {
     }
 }
 
+/// A bump of one feed's version, before its key is built: a fan-out bumps a feed per entry,
+/// and a consume loop sums them per feed first (a bulk batch bumps each feed many times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bump {
+    /// Projection.
+    pub p: Projection,
+    /// The feed's owner.
+    pub owner: UserId,
+    /// The feed.
+    pub kind: FeedKind,
+}
+
+impl Bump {
+    /// The feed's version key.
+    pub fn key(&self) -> Vec<u8> {
+        key(self.p, self.owner, self.kind)
+    }
+
+    /// The mutation that adds `delta` bumps.
+    pub fn mutation(&self, delta: i64) -> Mutation {
+        Mutation::Add {
+            key: self.key(),
+            delta,
+        }
+    }
+}
+
 /// The mutation that bumps a feed's version.
 pub fn bump(p: Projection, owner: UserId, kind: FeedKind) -> Mutation {
     Mutation::Add {
