@@ -912,6 +912,9 @@ impl Applier {
         p.applied.entries += step.plan.entries;
         while let Some(cursor) = step.resume() {
             if !self.bulk {
+                // The writes of the events before first, in order: a retraction split here
+                // clears entries an earlier post of the batch left unbuilt.
+                std::mem::take(&mut p.unbuilt).build_into(&mut p.batch);
                 p.batch.extend(step.plan.writes());
                 p.next.insert(tp, r.offset);
                 return Ok(Planned::Split {

@@ -1,6 +1,8 @@
 //! The processor chain through the real `Applier` on the embedded store: every flow outcome
 //! changes what is written exactly as configured; state is exact across batches; a swap lands
-//! between calls; a resumed split fan-out is not decided twice.
+//! between calls; a resumed split fan-out is not decided twice. Also the `Applier`'s own write
+//! order: a fan-out split over batches lands after what the events before it in its batch
+//! wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -582,6 +584,34 @@ emit = { topic = "audit" }
     );
     assert_eq!(prc(s), prc_before, "no decision taken again");
     assert_eq!(restarted.stats().dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_split_retraction_lands_after_the_post_planned_before_it_in_its_batch() {
+    // The post fans out in one step (3 followers); two more follow, then its retraction needs
+    // two steps (5 followers, 4 per step): the first is committed with the batch holding the
+    // post, whose followers' entries are built at commit. They must come before the removal.
+    let (_d, store) = fresh();
+    let mut projector = Projector::new(1);
+    projector.fanout.max_entries_per_step = 4;
+    let a = Applier::new(store.clone(), projector, "c");
+    let (mut log, mut pos, sink) = (Log::default(), positions(), Sink::default());
+    let mut events = follows(100, &[10, 11, 12], 1);
+    events.push(Event::Activity(post(1, 1, "soon gone")));
+    events.extend(follows(103, &[13, 14], 1));
+    events.push(Event::Retraction(Retraction {
+        id: id(2),
+        activity_id: id(1),
+        actor: 1,
+        time_ms: 1_700_000_100_000,
+        producer: who(),
+    }));
+    apply(&a, &mut pos, &log.records(&events), &sink);
+    for u in [10, 11, 12, 13, 14] {
+        assert_eq!(index(&*store, u, FeedKind::Home), ids(&[]), "home of {u}");
+    }
+    assert_eq!(index(&*store, 1, FeedKind::User), ids(&[]));
+    assert_eq!(index(&*store, 1, FeedKind::Home), ids(&[]));
 }
 
 fn prc(s: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
