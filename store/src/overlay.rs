@@ -123,8 +123,14 @@ impl Delta {
             return false;
         }
         match layout::keyspace(begin) {
-            // Every key between two keys of one keyspace is of that keyspace.
-            Some(space) if !self.unfiltered && end.starts_with(space) => {
+            // Every key from `begin` up to `space ++ 0xff` is of that keyspace (after a string
+            // element, 0x00 0xff would be an escaped zero: the string, hence the keyspace, goes
+            // on). Ranges of a subspace end there or before.
+            Some(space)
+                if !self.unfiltered
+                    && end.starts_with(space)
+                    && end[space.len()..] <= [0xff][..] =>
+            {
                 self.spaces.iter().any(|s| s == space)
             }
             _ => true,

@@ -79,6 +79,30 @@ fn same_as_committed(
     Ok(())
 }
 
+#[test]
+fn a_range_past_its_keyspace_sees_keys_of_a_longer_one() {
+    // `(1, "s0")` and `(1, "s0\0x")`: after the first's string, 0x00 0xff escapes a zero, so
+    // the second is another keyspace whose keys sort inside `(1, "s0") ++ [0xff, 0xff]`.
+    let s0 = vec![0x15, 0x01, 0x02, b's', b'0', 0x00];
+    let mut longer = s0.clone();
+    longer.extend([0xff, b'x', 0x00, 0x15, 0x01]);
+    let (_dir, store) = store_with(vec![]);
+    let snap = store.snapshot().expect("snapshot");
+    let mut overlay = Overlay::new(&*snap);
+    let set = Mutation::Set {
+        key: longer.clone(),
+        value: b"v".to_vec(),
+    };
+    overlay.apply(std::slice::from_ref(&set));
+    let (mut begin, mut end) = (s0.clone(), s0);
+    begin.extend([0x15, 0x00]);
+    end.extend([0xff, 0xff]);
+    let rows = overlay
+        .range(&begin, &end, RangeOptions::default())
+        .expect("range");
+    assert_eq!(rows, vec![(longer, b"v".to_vec())]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
