@@ -183,7 +183,8 @@ pub struct RebuildConfig {
     pub skip: Vec<Filter>,
     /// After catching up, keep applying new records until the projection is active.
     pub follow: bool,
-    /// Most records per store batch (bulk batches end at `batch_bytes` first by default).
+    /// Most records per store batch (bulk batches end at `batch_bytes` first by default), and
+    /// per apply while following.
     pub batch_records: usize,
     /// Bytes per store batch (bulk mode, see [`Applier::bulk`]: capped under the transaction
     /// limit on a store without a bulk path).
@@ -304,7 +305,8 @@ impl DeadLetterSink for CountDeadLetters {
     }
 }
 
-/// Progress, called after every batch: (totals, records read, caught up).
+/// Progress: (totals of the committed batches, records read, caught up). Called after every
+/// batch (up to the head: at the next record read after a commit, and every 250 ms).
 pub type OnProgress<'a> = &'a mut dyn FnMut(&Stats, u64, bool);
 
 /// Rebuilds `cfg.projector.projection` from the log into `store` until caught up (and, with

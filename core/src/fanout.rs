@@ -124,7 +124,11 @@ pub struct Plan {
     pub visible: Vec<Mutation>,
     /// Writes no planner reads back (home and notification entries, the body version).
     pub blind: Vec<Mutation>,
-    /// Home entries of followers, one activity each (no planner reads them back).
+    /// Home entries of followers, one activity each (no planner reads them back). A consumer
+    /// may build them after the batch's other writes, in order among themselves: the only key
+    /// written both ways is a follower's home entry that a follow's backfill writes too, with
+    /// the same value — never an author's own entry, as nobody follows themselves (validation
+    /// rejects it) — and a retraction's spread, which clears it, comes after both either way.
     pub spreads: Vec<Spread>,
     /// Feed-version bumps (each adds 1; no planner reads them back).
     pub bumps: Vec<fver::Bump>,
@@ -236,7 +240,7 @@ impl Spread {
     }
 
     /// Bytes its entries add to a batch as [`Mutation::size`] counts them, estimated from the
-    /// first owner's key (integer keys of other owners may differ by a byte or two).
+    /// first owner's key (other owners' ids may encode a few bytes longer or shorter).
     pub fn size(&self) -> usize {
         let Some(&first) = self.owners.first() else {
             return 0;

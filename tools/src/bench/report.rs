@@ -128,10 +128,10 @@ impl Report {
     }
 }
 
-/// 1234567.8 → "1,234,568"; 12.345 → "12.35".
 /// CPU seconds this process used so far, all threads (user and system; RocksDB's background
-/// threads included), from `/proc/self/stat` (`None` elsewhere). Unlike wall time, it does not
-/// count time the VM spent running others: benchmarks print it beside their rates.
+/// threads included), from `/proc/self/stat` (`None` elsewhere; USER_HZ taken as Linux's 100).
+/// Printed beside rates to tell a slow moment of the VM from a slower change: it does not count
+/// waiting for a core, though it still grows when the host is busy (shared caches).
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start at state, field 3: utime
@@ -143,6 +143,7 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// 1234567.8 → "1,234,568"; 12.345 → "12.35".
 pub fn human(v: f64) -> String {
     if v.abs() >= 1000.0 {
         let s = format!("{:.0}", v);
