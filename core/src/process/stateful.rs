@@ -77,59 +77,72 @@ pub struct RateLimitConfig {
     pub excess_topic: Option<String>,
 }
 
-/// The state scope of the event in `cx`: this processor, the event's source partition.
-fn scope_of(cx: &Ctx<'_>) -> Subspace {
-    procstate::scope(cx.p, cx.id, &cx.origin.topic, cx.origin.partition)
-}
-
 /// A scope's bucket cursor as stored: (kind, bucket size in ms, newest bucket).
 type Cursor = Option<(String, i64, i64)>;
 
-/// The scope's cursor, read once per event (nothing writes it before [`advance`]).
-fn cursor(cx: &Ctx<'_>, s: &Subspace) -> Result<Cursor, ProcessError> {
-    Ok(cx
-        .state
-        .get(&procstate::cursor(s))?
-        .and_then(|v| procstate::decode_cursor(&v)))
+/// Where the event in a [`Ctx`] falls among its scope's buckets, from the scope's cursor read
+/// once per event (nothing writes it before [`Place::advance`]).
+struct Place {
+    /// The state scope: this processor, the event's source partition.
+    scope: Subspace,
+    /// The cursor as read.
+    cursor: Cursor,
+    /// The processor kind and bucket size the cursor is written under.
+    kind: &'static str,
+    bucket_ms: i64,
+    /// The bucket the event is judged in: its own, or for an event older than the two kept
+    /// buckets the older of them (late events count; nothing is written below).
+    bucket: i64,
 }
 
-/// The scope's newest bucket, if its cursor was written under this kind and bucket size.
-fn newest(cur: &Cursor, kind: &str, bucket_ms: i64) -> Option<i64> {
-    cur.as_ref()
-        .filter(|(k, ms, _)| k == kind && *ms == bucket_ms)
-        .map(|(_, _, b)| *b)
-}
-
-/// The bucket an event of log time `log_ms` is judged in: its own, or for an event older than
-/// the two kept buckets the older of them (late events count; nothing is written below).
-fn bucket_for(newest: Option<i64>, log_ms: i64, bucket_ms: i64) -> i64 {
-    let own = log_ms.div_euclid(bucket_ms);
-    match newest {
-        Some(b) => own.max(b - 1),
-        None => own,
+impl Place {
+    fn of(cx: &Ctx<'_>, kind: &'static str, bucket_ms: i64) -> Result<Place, ProcessError> {
+        let scope = procstate::scope(cx.p, cx.id, &cx.origin.topic, cx.origin.partition);
+        let cursor = cx
+            .state
+            .get(&procstate::cursor(&scope))?
+            .and_then(|v| procstate::decode_cursor(&v));
+        // The newest bucket, if the cursor was written under this kind and bucket size.
+        let newest = cursor
+            .as_ref()
+            .filter(|(k, ms, _)| k == kind && *ms == bucket_ms)
+            .map(|(_, _, b)| *b);
+        let own = cx.log_time_ms.div_euclid(bucket_ms);
+        let bucket = match newest {
+            Some(b) => own.max(b - 1),
+            None => own,
+        };
+        Ok(Place {
+            scope,
+            cursor,
+            kind,
+            bucket_ms,
+            bucket,
+        })
     }
-}
 
-/// Moves the scope's bucket cursor (`cur`, as read) to `bucket` if it is newer, clearing
-/// buckets older than `bucket - 1` once per change (or the whole scope if the cursor was
-/// written under other settings).
-fn advance(cx: &mut Ctx<'_>, s: &Subspace, cur: Cursor, kind: &str, bucket_ms: i64, bucket: i64) {
-    let set = Mutation::Set {
-        key: procstate::cursor(s),
-        value: procstate::encode_cursor(kind, bucket_ms, bucket),
-    };
-    match cur {
-        Some((k, ms, b)) if k == kind && ms == bucket_ms => {
-            if bucket > b {
-                cx.mutations.push(procstate::clear_before(s, bucket - 1));
+    /// Moves the scope's bucket cursor to the event's bucket if it is newer, clearing buckets
+    /// older than `bucket - 1` once per change (or the whole scope if the cursor was written
+    /// under other settings).
+    fn advance(self, cx: &mut Ctx<'_>) {
+        let (s, bucket) = (&self.scope, self.bucket);
+        let set = Mutation::Set {
+            key: procstate::cursor(s),
+            value: procstate::encode_cursor(self.kind, self.bucket_ms, bucket),
+        };
+        match self.cursor {
+            Some((k, ms, b)) if k == self.kind && ms == self.bucket_ms => {
+                if bucket > b {
+                    cx.mutations.push(procstate::clear_before(s, bucket - 1));
+                    cx.mutations.push(set);
+                }
+            }
+            Some(_) => {
+                cx.mutations.push(procstate::clear_all(s));
                 cx.mutations.push(set);
             }
+            None => cx.mutations.push(set),
         }
-        Some(_) => {
-            cx.mutations.push(procstate::clear_all(s));
-            cx.mutations.push(set);
-        }
-        None => cx.mutations.push(set),
     }
 }
 
@@ -154,19 +167,14 @@ impl Processor for Dedupe {
         if cx.resuming {
             return Ok(Decision::next());
         }
-        let s = scope_of(cx);
-        let cur = cursor(cx, &s)?;
-        let bucket = bucket_for(
-            newest(&cur, "dedupe", self.window_ms),
-            cx.log_time_ms,
-            self.window_ms,
-        );
+        let place = Place::of(cx, "dedupe", self.window_ms)?;
+        let (s, bucket) = (&place.scope, place.bucket);
         let id = cx.event.id();
         let o = cx.origin;
         let origin = procstate::encode_origin(&o.topic, o.partition, o.offset);
         // The next bucket too: a copy published with an earlier log time than the first.
         for b in [bucket, bucket - 1, bucket + 1] {
-            if let Some(first) = cx.state.get(&procstate::seen(&s, b, id))? {
+            if let Some(first) = cx.state.get(&procstate::seen(s, b, id))? {
                 if first == origin {
                     // This very record again (a replay): it was admitted.
                     return Ok(Decision::next());
@@ -179,9 +187,10 @@ impl Processor for Dedupe {
                 ));
             }
         }
-        advance(cx, &s, cur, "dedupe", self.window_ms, bucket);
+        let seen = procstate::seen(s, bucket, id);
+        place.advance(cx);
         cx.unless_deferred.push(Mutation::Set {
-            key: procstate::seen(&s, bucket, id),
+            key: seen,
             value: origin,
         });
         Ok(Decision::next())
@@ -230,23 +239,17 @@ impl Processor for RateLimit {
         {
             return Ok(Decision::next());
         }
-        let s = scope_of(cx);
-        let cur = cursor(cx, &s)?;
-        let bucket = bucket_for(
-            newest(&cur, "rate_limit", c.per_ms),
-            cx.log_time_ms,
-            c.per_ms,
-        );
+        let place = Place::of(cx, "rate_limit", c.per_ms)?;
         let (actor, id) = (cx.event.actor(), cx.event.id());
-        let mine = procstate::admitted(&s, bucket, actor, id);
+        let mine = procstate::admitted(&place.scope, place.bucket, actor, id);
         if cx.state.get(&mine)?.is_some() {
             // Admitted before (a replay): admitted again, not counted twice.
             return Ok(Decision::next());
         }
-        let (b, e) = procstate::admitted_range(&s, bucket, actor);
+        let (b, e) = procstate::admitted_range(&place.scope, place.bucket, actor);
         let admitted = cx.state.count(&b, &e, c.max_events)?;
         if admitted < c.max_events {
-            advance(cx, &s, cur, "rate_limit", c.per_ms, bucket);
+            place.advance(cx);
             cx.mutations.push(Mutation::Set {
                 key: mine,
                 value: Vec::new(),
