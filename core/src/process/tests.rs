@@ -357,12 +357,24 @@ verbs = ["post"]
         "[[pipeline.processor]]\nid = \"f\"\nkind = \"rate_limit\"\nmax_events = 1\nper_ms = 1000\nexcess_topic = \"later\"\n",
     );
     let mut mem = Mem::default();
+    let (excess, r) = admit_one_defer_the_next(&c, &mut mem);
+    assert_eq!(r.side_outputs.len(), 1);
+    let s = &r.side_outputs[0];
     assert_eq!(
-        step(&c, &mut mem, &act(1, 7, "post", "a"), 5_000).verdict,
+        (s.topic.as_str(), s.format, &s.event),
+        ("later", Format::Avro, &excess)
+    );
+}
+
+/// Under a rate limit of 1 per second with an excess topic (processor `f`): user 7's first
+/// post is admitted, the second (returned with its run) deferred.
+fn admit_one_defer_the_next(c: &Chain, mem: &mut Mem) -> (Event, Run) {
+    assert_eq!(
+        step(c, mem, &act(1, 7, "post", "a"), 5_000).verdict,
         Verdict::Project
     );
     let excess = act(2, 7, "post", "b");
-    let r = step(&c, &mut mem, &excess, 5_001);
+    let r = step(c, mem, &excess, 5_001);
     assert_eq!(
         r.verdict,
         Verdict::Drop {
@@ -370,12 +382,7 @@ verbs = ["post"]
             reason: "rate_limited_deferred".into()
         }
     );
-    assert_eq!(r.side_outputs.len(), 1);
-    let s = &r.side_outputs[0];
-    assert_eq!(
-        (s.topic.as_str(), s.format, &s.event),
-        ("later", Format::Avro, &excess)
-    );
+    (excess, r)
 }
 
 /// Runs `e` from partition `partition` at log time `t` and applies its state writes.
@@ -453,19 +460,7 @@ excess_topic = "later"
 "#,
     );
     let mut mem = Mem::default();
-    assert_eq!(
-        step(&c, &mut mem, &act(1, 7, "post", "a"), 5_000).verdict,
-        Verdict::Project
-    );
-    let excess = act(2, 7, "post", "b");
-    let r = step(&c, &mut mem, &excess, 5_001);
-    assert_eq!(
-        r.verdict,
-        Verdict::Drop {
-            by: "f".into(),
-            reason: "rate_limited_deferred".into()
-        }
-    );
+    let (excess, _) = admit_one_defer_the_next(&c, &mut mem);
     // Its re-publish, a window later (same id, another offset), is applied once.
     assert_eq!(step(&c, &mut mem, &excess, 7_000).verdict, Verdict::Project);
     let again = step(&c, &mut mem, &excess, 7_001);
