@@ -218,8 +218,9 @@ pub struct Spread {
 impl Spread {
     /// The entries written (or removed), in owner order.
     pub fn entries(&self) -> impl Iterator<Item = Mutation> + '_ {
-        self.owners.iter().map(|&owner| {
-            let key = feed::key(self.p, owner, FeedKind::Home, self.pos);
+        let keys = feed::KeysAt::new(self.p, FeedKind::Home, self.pos);
+        self.owners.iter().map(move |&owner| {
+            let key = keys.key(owner);
             match &self.value {
                 Some(v) => Mutation::Set {
                     key,

@@ -100,6 +100,35 @@ pub fn key(p: Projection, owner: UserId, kind: FeedKind, pos: Position) -> Vec<u
     )
 }
 
+/// [`key`] of one position in the `kind` feeds of many owners (a fan-out's entries): the
+/// bytes before and after the owner are packed once, each key is three copies.
+#[derive(Clone, Debug)]
+pub struct KeysAt {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl KeysAt {
+    /// Keys of `pos` in `kind` feeds of projection `p`.
+    pub fn new(p: Projection, kind: FeedKind, pos: Position) -> KeysAt {
+        let mut head = Vec::with_capacity(16);
+        foundationdb_tuple::pack_into(&(p, "feed"), &mut head);
+        let mut tail = Vec::with_capacity(32);
+        foundationdb_tuple::pack_into(&(kind.code(), !pos.time_ms, invert(pos.id.0)), &mut tail);
+        KeysAt { head, tail }
+    }
+
+    /// The key of `owner`'s entry: [`key`]`(p, owner, kind, pos)`.
+    pub fn key(&self, owner: UserId) -> Vec<u8> {
+        // An integer packs into at most 9 bytes.
+        let mut k = Vec::with_capacity(self.head.len() + 9 + self.tail.len());
+        k.extend_from_slice(&self.head);
+        foundationdb_tuple::pack_into(&owner, &mut k);
+        k.extend_from_slice(&self.tail);
+        k
+    }
+}
+
 /// The first key of `feed` strictly older than `pos`: where the page after a cursor begins.
 pub fn after(p: Projection, owner: UserId, kind: FeedKind, pos: Position) -> Vec<u8> {
     let mut k = key(p, owner, kind, pos);
@@ -234,6 +263,21 @@ impl FeedEntry {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn keys_at_builds_the_keys_key_builds(
+            p in any::<i64>(),
+            owner in any::<i64>(),
+            kind in 0usize..3,
+            time_ms in any::<i64>(),
+            id in any::<u128>(),
+        ) {
+            let pos = Position { time_ms, id: EventId(uuid::Uuid::from_u128(id)) };
+            let kind = FeedKind::ALL[kind];
+            prop_assert_eq!(KeysAt::new(p, kind, pos).key(owner), key(p, owner, kind, pos));
+        }
+    }
 
     #[test]
     fn key_bytes() {
