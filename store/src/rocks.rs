@@ -29,7 +29,7 @@ use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
 
 use crate::error::{Error, Result};
-use crate::layout::keyspace_len;
+use crate::layout::{keyspace, keyspace_len};
 use crate::limits::{self, READ_VIEW_LIFETIME};
 use crate::{KeyValue, RangeOptions, ReadView, Store, WriteBatch};
 
@@ -536,22 +536,29 @@ impl Store for RocksStore {
         }
         let mut paths = Vec::new();
         let written = (|| {
-            // One file per keyspace: the keys are in order, so each keyspace is one run. Its
-            // prefix is parsed once per key (a batch holds up to a million).
-            let mut file: Option<(&[u8], SstFileWriter)> = None;
+            // One file per keyspace: the keys are in order, so each keyspace is one run. A key
+            // that starts with the open file's whole keyspace (both elements parsed) is of that
+            // keyspace, as tuple elements delimit themselves; only other keys are parsed.
+            let mut file: Option<(&[u8], bool, SstFileWriter)> = None;
             for (k, f) in &folded {
-                let keyspace = &k[..keyspace_len(k)];
+                let same = match &file {
+                    Some((open, true, _)) => k.starts_with(open),
+                    Some((open, false, _)) => *open == &k[..keyspace_len(k)],
+                    None => false,
+                };
                 let w = match &mut file {
-                    Some((open, w)) if *open == keyspace => w,
+                    Some((_, _, w)) if same => w,
                     _ => {
-                        if let Some((_, mut done)) = file.take() {
+                        if let Some((_, _, mut done)) = file.take() {
                             done.finish()?;
                         }
+                        let whole = keyspace(k);
+                        let space = whole.unwrap_or(&k[..keyspace_len(k)]);
                         let path = self.table_path("bulk");
                         let w = SstFileWriter::create(&self.bulk_opts);
                         w.open(&path)?;
                         paths.push(path);
-                        &mut file.insert((keyspace, w)).1
+                        &mut file.insert((space, whole.is_some(), w)).2
                     }
                 };
                 match f {
@@ -561,7 +568,7 @@ impl Store for RocksStore {
                     Folded::Merge(d) => w.merge(k, d.to_le_bytes())?,
                 }
             }
-            if let Some((_, mut done)) = file {
+            if let Some((_, _, mut done)) = file {
                 done.finish()?;
             }
             Ok(())
@@ -651,6 +658,64 @@ mod tests {
         assert_eq!(
             s.snapshot().unwrap().get(b"k01999").unwrap(),
             Some(7u32.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn a_bulk_commit_writes_one_table_file_per_keyspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let key = |p: i64, space: &str, n: i64| tidings_core::keys::projection(p).pack(&(space, n));
+        let keyspace = |p: i64, space: &str| tidings_core::keys::projection(p).pack(&(space,));
+        let mut b = WriteBatch::new();
+        for n in 0..50 {
+            // "feed" and "feedx" share bytes up to the end of "feed"; projection 2's keyspaces
+            // follow projection 1's; raw keys parse as no keyspace (one file among them).
+            for (p, space) in [(1, "feed"), (1, "feedx"), (1, "msg"), (2, "feed")] {
+                b.set(key(p, space, n), n.to_le_bytes().to_vec());
+            }
+            b.add(key(1, "cnt", n % 7), 1);
+            b.set(
+                [b"\xferaw".as_slice(), &n.to_be_bytes()].concat(),
+                b"v".to_vec(),
+            );
+        }
+        s.commit_bulk(b).unwrap();
+        let files = s.db.live_files().unwrap();
+        let spaces = |f: &rocksdb::LiveFile| {
+            let (a, z) = (f.start_key.clone().unwrap(), f.end_key.clone().unwrap());
+            (
+                a[..keyspace_len(&a)].to_vec(),
+                z[..keyspace_len(&z)].to_vec(),
+            )
+        };
+        let mut seen: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| {
+                let (first, last) = spaces(f);
+                assert_eq!(first, last, "a file spans two keyspaces: {f:?}");
+                first
+            })
+            .collect();
+        seen.sort();
+        let mut want = vec![
+            keyspace(1, "cnt"),
+            keyspace(1, "feed"),
+            keyspace(1, "feedx"),
+            keyspace(1, "msg"),
+            keyspace(2, "feed"),
+            Vec::new(),
+        ];
+        want.sort();
+        assert_eq!(seen, want);
+        let v = s.snapshot().unwrap();
+        assert_eq!(
+            v.get(&key(1, "feedx", 49)).unwrap(),
+            Some(49i64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            v.get(&key(1, "cnt", 0)).unwrap(),
+            Some(8i64.to_le_bytes().to_vec())
         );
     }
 
