@@ -405,6 +405,12 @@ pub fn run(
         reader.stop_after_time(t);
     }
     reader.fix_ends(Duration::from_secs(30))?;
+    tracing::debug!(
+        projection = p,
+        partitions = ranges.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "rebuild: the log's ends are fixed; reading"
+    );
 
     let mut report = RebuildReport {
         projection: p,
@@ -478,6 +484,13 @@ pub fn run(
                 chunk
             })
             .inspect(|_| {
+                if read == 0 {
+                    // The merge waits for a record of every partition (see `LogReader`).
+                    tracing::debug!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "rebuild: first record in merge order"
+                    );
+                }
                 read += 1;
                 // After every committed batch (seen at the next record), and now and then.
                 let now = stats.batches.load(Ordering::Relaxed);
