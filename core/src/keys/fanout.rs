@@ -13,19 +13,19 @@
 //! crash the consumer re-reads the event from its stored offset, finds the cursor and resumes
 //! after it. The same key serves a retraction that removes a large fan-out.
 
-use super::{keyspace, Projection};
+use super::{key_in, Projection};
 use crate::event::{EventId, UserId};
 use crate::write::{encode_i64, Mutation};
 
 /// The progress key of one event's fan-out.
 pub fn key(p: Projection, id: EventId) -> Vec<u8> {
-    keyspace(p, "fan").pack(&id.0)
+    key_in(p, "fan", &id.0)
 }
 
 /// The key keeping the placement of an activity whose removal spans several batches (its body
 /// is a tombstone by then, so the placement cannot be re-read from it).
 pub fn placement(p: Projection, id: EventId) -> Vec<u8> {
-    keyspace(p, "fan").pack(&(id.0, "place"))
+    key_in(p, "fan", &(id.0, "place"))
 }
 
 /// Records that followers up to and including `last` have been written.

@@ -19,7 +19,7 @@
 
 use foundationdb_tuple::Subspace;
 
-use super::{keyspace, Projection};
+use super::{key_in, keyspace, Projection};
 use crate::event::UserId;
 
 /// Which edge set.
@@ -48,7 +48,7 @@ impl Edge {
 
 /// The key of edge `a → b` in the given set.
 pub fn edge(p: Projection, set: Edge, a: UserId, b: UserId) -> Vec<u8> {
-    keyspace(p, set.name()).pack(&(a, b))
+    key_in(p, set.name(), &(a, b))
 }
 
 /// The subspace of all edges of `a` in the given set (e.g. all followers of `a`).
@@ -92,7 +92,7 @@ pub fn count(p: Projection, user: UserId, what: Count) -> Vec<u8> {
         Count::Blocking => "blocking",
         Count::Muting => "muting",
     };
-    keyspace(p, "cnt").pack(&(user, name))
+    key_in(p, "cnt", &(user, name))
 }
 
 #[cfg(test)]

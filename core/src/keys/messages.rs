@@ -12,12 +12,12 @@
 //! schema stays readable (the single-object header names its writer schema); new value kinds
 //! take a new first byte.
 
-use super::{keyspace, Projection};
+use super::{key_in, keyspace, Projection};
 use crate::event::EventId;
 
 /// The key of an activity's body.
 pub fn key(p: Projection, id: EventId) -> Vec<u8> {
-    keyspace(p, "msg").pack(&id.0)
+    key_in(p, "msg", &id.0)
 }
 
 /// Decodes the event id back from a message key of projection `p`.

@@ -10,11 +10,11 @@
 //! partition). Kafka's committed offsets are only a lag hint. `consumer` names the projection
 //! job (e.g. `fanout`), so a rebuild into another projection keeps its own positions.
 
-use super::{keyspace, Projection};
+use super::{key_in, keyspace, Projection};
 
 /// The offset key of one consumer on one partition.
 pub fn key(p: Projection, consumer: &str, topic: &str, partition: i32) -> Vec<u8> {
-    keyspace(p, "off").pack(&(consumer, topic, partition as i64))
+    key_in(p, "off", &(consumer, topic, partition as i64))
 }
 
 /// The range of all offsets of one consumer (every topic and partition).
