@@ -76,15 +76,23 @@ impl Delta {
                     self.cleared.push((begin.clone(), end.clone()));
                 }
                 Mutation::Add { key, delta } => {
+                    // Mostly a key added to before in the batch (a user's follower count):
+                    // changed in place, without copying the key for a second descent.
+                    if let Some(pending) = self.keys.get_mut(key) {
+                        *pending = match pending {
+                            Pending::Value(v) => {
+                                Pending::Value(encode_i64(decode_i64(v).wrapping_add(*delta)))
+                            }
+                            Pending::Cleared => Pending::Value(encode_i64(*delta)),
+                            Pending::Add(d) => Pending::Add(d.wrapping_add(*delta)),
+                        };
+                        continue;
+                    }
                     self.note_keyspace(key);
-                    let next = match self.keys.get(key) {
-                        Some(Pending::Value(v)) => {
-                            Pending::Value(encode_i64(decode_i64(v).wrapping_add(*delta)))
-                        }
-                        Some(Pending::Cleared) => Pending::Value(encode_i64(*delta)),
-                        Some(Pending::Add(d)) => Pending::Add(d.wrapping_add(*delta)),
-                        None if self.range_cleared(key) => Pending::Value(encode_i64(*delta)),
-                        None => Pending::Add(*delta),
+                    let next = if self.range_cleared(key) {
+                        Pending::Value(encode_i64(*delta))
+                    } else {
+                        Pending::Add(*delta)
                     };
                     self.keys.insert(key.clone(), next);
                 }
