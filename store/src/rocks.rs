@@ -670,7 +670,7 @@ mod tests {
         let mut b = WriteBatch::new();
         for n in 0..50 {
             // "feed" and "feedx" share bytes up to the end of "feed"; projection 2's keyspaces
-            // follow projection 1's; raw keys parse as no keyspace (one file among them).
+            // follow projection 1's; raw keys (code 0xfe) parse as no keyspace: one file for all.
             for (p, space) in [(1, "feed"), (1, "feedx"), (1, "msg"), (2, "feed")] {
                 b.set(key(p, space, n), n.to_le_bytes().to_vec());
             }

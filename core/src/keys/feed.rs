@@ -101,7 +101,7 @@ pub fn key(p: Projection, owner: UserId, kind: FeedKind, pos: Position) -> Vec<u
 }
 
 /// [`key`] of one position in the `kind` feeds of many owners (a fan-out's entries): the
-/// bytes before and after the owner are packed once, each key is three copies.
+/// bytes before and after the owner are packed once and copied around each owner's id.
 #[derive(Clone, Debug)]
 pub struct KeysAt {
     head: Vec<u8>,
