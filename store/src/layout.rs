@@ -47,23 +47,25 @@ pub fn ensure(store: &dyn Store, location: &str) -> Result<()> {
     Ok(())
 }
 
-/// The length of `key`'s keyspace prefix: its first two FoundationDB tuple elements when they
-/// are integers, strings or byte strings — `(p, "feed")` of a tidings projection key,
-/// `("meta", "active")` — or as much of that as parses. A bulk commit writes one table file
-/// per keyspace, so files of different keyspaces never overlap: a graph read never consults a
-/// file of feed entries, and a keyspace written in key order (bodies under time-ordered ids,
-/// offsets) is ingested at the bottom level, needing no compaction.
-pub fn keyspace_len(key: &[u8]) -> usize {
-    parse_keyspace(key).0
+/// `key`'s keyspace prefix — its first two FoundationDB tuple elements when they are
+/// integers, strings or byte strings: `(p, "feed")` of a tidings projection key,
+/// `("meta", "active")` — or as much of that as parses, and whether both elements parsed. A
+/// bulk commit writes one table file per keyspace, so files of different keyspaces never
+/// overlap: a graph read never consults a file of feed entries, and a keyspace written in key
+/// order (bodies under time-ordered ids, offsets) is ingested at the bottom level, needing no
+/// compaction.
+pub fn keyspace_prefix(key: &[u8]) -> (&[u8], bool) {
+    let (n, parsed) = parse_keyspace(key);
+    (&key[..n], parsed == 2)
 }
 
-/// `key`'s keyspace prefix when both of its elements parse (see [`keyspace_len`]). Every key
-/// that starts with that prefix has the same keyspace, so a range whose ends share it lies in
-/// one keyspace.
+/// `key`'s keyspace prefix when both of its elements parse (see [`keyspace_prefix`]). Every
+/// key that starts with that prefix has the same keyspace, so a range whose ends share it lies
+/// in one keyspace.
 pub fn keyspace(key: &[u8]) -> Option<&[u8]> {
-    match parse_keyspace(key) {
-        (n, 2) => Some(&key[..n]),
-        _ => None,
+    match keyspace_prefix(key) {
+        (space, true) => Some(space),
+        (_, false) => None,
     }
 }
 
@@ -139,21 +141,22 @@ mod tests {
 
     #[test]
     fn keyspace_prefix_is_the_first_two_tuple_elements() {
+        let len = |k: &[u8]| keyspace_prefix(k).0.len();
         // (2, "feed", 5000, 0): int 2, string "feed", then the rest.
         let feed = [
             0x15, 0x02, 0x02, b'f', b'e', b'e', b'd', 0x00, 0x16, 0x13, 0x88, 0x14,
         ];
-        assert_eq!(keyspace_len(&feed), 8);
+        assert_eq!(len(&feed), 8);
         // ("meta", "active")
         let meta = [0x02, b'm', b'e', b't', b'a', 0x00, 0x02, b'a', 0x00];
-        assert_eq!(keyspace_len(&meta), 9);
+        assert_eq!(len(&meta), 9);
         // An escaped zero inside a string does not end it.
         let esc = [0x15, 0x01, 0x02, b'a', 0x00, 0xff, b'b', 0x00, 0x15, 0x07];
-        assert_eq!(keyspace_len(&esc), 8);
+        assert_eq!(len(&esc), 8);
         // Not a tuple (or cut short): as much as parses.
-        assert_eq!(keyspace_len(b"conformance/x"), 0);
-        assert_eq!(keyspace_len(&[0x15, 0x02, 0x02, b'f']), 2);
-        assert_eq!(keyspace_len(&[0x16, 0x01]), 0);
+        assert_eq!(len(b"conformance/x"), 0);
+        assert_eq!(len(&[0x15, 0x02, 0x02, b'f']), 2);
+        assert_eq!(len(&[0x16, 0x01]), 0);
         assert_eq!(keyspace(&feed), Some(&feed[..8]));
         assert_eq!(keyspace(&meta), Some(&meta[..]));
         assert_eq!(keyspace(&[0x15, 0x02, 0x02, b'f']), None);

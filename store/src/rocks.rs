@@ -29,7 +29,7 @@ use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
 
 use crate::error::{Error, Result};
-use crate::layout::{keyspace, keyspace_len};
+use crate::layout::keyspace_prefix;
 use crate::limits::{self, READ_VIEW_LIFETIME};
 use crate::{KeyValue, RangeOptions, ReadView, Store, WriteBatch};
 
@@ -522,7 +522,7 @@ impl Store for RocksStore {
     }
 
     /// Folds the batch into one operation per key and writes it as table files, one per
-    /// keyspace ([`keyspace_len`]), ingested together atomically after the preconditions are
+    /// keyspace ([`keyspace_prefix`]), ingested together atomically after the preconditions are
     /// checked (a batch with a clear-range goes through
     /// the memtable instead). Ingested files get a sequence number above every open view, so
     /// views keep their snapshot.
@@ -543,7 +543,7 @@ impl Store for RocksStore {
             for (k, f) in &folded {
                 let same = match &file {
                     Some((open, true, _)) => k.starts_with(open),
-                    Some((open, false, _)) => *open == &k[..keyspace_len(k)],
+                    Some((open, false, _)) => *open == keyspace_prefix(k).0,
                     None => false,
                 };
                 let w = match &mut file {
@@ -552,13 +552,12 @@ impl Store for RocksStore {
                         if let Some((_, _, mut done)) = file.take() {
                             done.finish()?;
                         }
-                        let whole = keyspace(k);
-                        let space = whole.unwrap_or(&k[..keyspace_len(k)]);
+                        let (space, whole) = keyspace_prefix(k);
                         let path = self.table_path("bulk");
                         let w = SstFileWriter::create(&self.bulk_opts);
                         w.open(&path)?;
                         paths.push(path);
-                        &mut file.insert((space, whole.is_some(), w)).2
+                        &mut file.insert((space, whole, w)).2
                     }
                 };
                 match f {
@@ -685,8 +684,8 @@ mod tests {
         let spaces = |f: &rocksdb::LiveFile| {
             let (a, z) = (f.start_key.clone().unwrap(), f.end_key.clone().unwrap());
             (
-                a[..keyspace_len(&a)].to_vec(),
-                z[..keyspace_len(&z)].to_vec(),
+                keyspace_prefix(&a).0.to_vec(),
+                keyspace_prefix(&z).0.to_vec(),
             )
         };
         let mut seen: Vec<Vec<u8>> = files
