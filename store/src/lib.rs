@@ -23,6 +23,7 @@ mod error;
 pub mod fasthash;
 #[cfg(feature = "fdb")]
 pub mod fdb;
+mod keysort;
 pub mod layout;
 pub mod limits;
 pub mod memo;

@@ -29,6 +29,7 @@ use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
 
 use crate::error::{Error, Result};
+use crate::keysort::{self, prefetch};
 use crate::layout::keyspace_prefix;
 use crate::limits::{self, READ_VIEW_LIFETIME};
 use crate::{KeyValue, RangeOptions, ReadView, Store, WriteBatch};
@@ -291,40 +292,56 @@ enum Folded<'a> {
     Merge(i64),
 }
 
-/// The batch's mutations folded into one operation per key, in key order — what one table
-/// file can hold. `None` if the batch has a clear-range (it would have to cover keys of the
-/// same file, which the file cannot order).
-fn fold_by_key(ms: &[Mutation]) -> Option<Vec<(&[u8], Folded<'_>)>> {
+/// The order in which to fold the batch's mutations: by key, and by position among the
+/// mutations of one key. `None` if the batch has a clear-range (it would have to cover keys of
+/// the same file, which the file cannot order).
+fn key_order(ms: &[Mutation]) -> Option<Vec<u32>> {
     if ms.iter().any(|m| matches!(m, Mutation::ClearRange { .. })) {
         return None;
     }
     let n = u32::try_from(ms.len()).ok()?;
-    // Sorting a bulk batch (a million mutations) by comparing keys through their pointers is
-    // most of the fold's time: sort by the keys' first 32 bytes held inline, then by the whole
-    // key, then by position (so the mutations of one key keep their order).
-    let mut order: Vec<(u128, u128, u32)> = (0..n)
-        .map(|i| {
-            let (a, b) = key_prefix(ms[i as usize].key());
-            (a, b, i)
-        })
-        .collect();
-    order.sort_unstable_by(|x, y| {
-        (x.0, x.1)
-            .cmp(&(y.0, y.1))
-            .then_with(|| ms[x.2 as usize].key().cmp(ms[y.2 as usize].key()))
-            .then(x.2.cmp(&y.2))
-    });
-    let mut out: Vec<(&[u8], Folded<'_>)> = Vec::with_capacity(order.len());
-    for (_, _, i) in order {
+    Some(keysort::order(n, |i| ms[i as usize].key()))
+}
+
+/// Calls `emit` once per key of `ms`, in key order ([`key_order`]), with what the key ends as:
+/// what one table file can hold. Stops at `emit`'s first error.
+///
+/// The mutations lie wherever the planner allocated them, so in key order each key and value
+/// is a cache miss; they are prefetched a few keys ahead, and each is read once, while it is
+/// being written.
+fn fold_in_order<'m, E>(
+    ms: &'m [Mutation],
+    order: &[u32],
+    mut emit: impl FnMut(&'m [u8], Folded<'m>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    // Mutation structs this far ahead, their keys and values half as far.
+    const AHEAD: usize = 16;
+    let mut open: Option<(&[u8], Folded<'_>)> = None;
+    for (j, &i) in order.iter().enumerate() {
+        if let Some(&far) = order.get(j + AHEAD) {
+            prefetch(std::ptr::from_ref(&ms[far as usize]).cast());
+        }
+        if let Some(&near) = order.get(j + AHEAD / 2) {
+            let m = &ms[near as usize];
+            prefetch(m.key().as_ptr());
+            if let Mutation::Set { value, .. } = m {
+                prefetch(value.as_ptr());
+            }
+        }
         let m = &ms[i as usize];
         let key = m.key();
-        let before = match out.last() {
-            Some((k, _)) if *k == key => out.pop().map(|(_, f)| f),
-            _ => None,
+        let before = match open.take() {
+            Some((k, f)) if k == key => Some(f),
+            Some((k, f)) => {
+                emit(k, f)?;
+                None
+            }
+            None => None,
         };
         let now = match m {
             Mutation::Set { value, .. } => Folded::Put(value),
-            Mutation::Clear { .. } => Folded::Delete,
+            // A clear-range never gets here (`key_order` refuses it).
+            Mutation::Clear { .. } | Mutation::ClearRange { .. } => Folded::Delete,
             Mutation::Add { delta, .. } => match before {
                 None => Folded::Merge(*delta),
                 Some(Folded::Merge(d)) => Folded::Merge(d.wrapping_add(*delta)),
@@ -332,24 +349,13 @@ fn fold_by_key(ms: &[Mutation]) -> Option<Vec<(&[u8], Folded<'_>)>> {
                 Some(Folded::PutSum(v)) => Folded::PutSum(v.wrapping_add(*delta)),
                 Some(Folded::Put(v)) => Folded::PutSum(decode_i64(v).wrapping_add(*delta)),
             },
-            Mutation::ClearRange { .. } => return None,
         };
-        out.push((key, now));
+        open = Some((key, now));
     }
-    Some(out)
-}
-
-/// The first 32 bytes of `key` as two big-endian numbers (zero-padded): comparing them orders
-/// keys as their bytes do, except that a tie needs the whole keys.
-fn key_prefix(key: &[u8]) -> (u128, u128) {
-    let mut b = [0u8; 32];
-    let n = key.len().min(32);
-    b[..n].copy_from_slice(&key[..n]);
-    let (hi, lo) = b.split_at(16);
-    (
-        u128::from_be_bytes(hi.try_into().unwrap_or_default()),
-        u128::from_be_bytes(lo.try_into().unwrap_or_default()),
-    )
+    match open {
+        Some((k, f)) => emit(k, f),
+        None => Ok(()),
+    }
 }
 
 /// Block-based table settings, shared by the store and the files bulk loads write.
@@ -528,10 +534,10 @@ impl Store for RocksStore {
     /// views keep their snapshot.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         limits::check_batch_up_to(&batch, limits::MAX_BULK_BATCH)?;
-        let Some(folded) = fold_by_key(&batch.mutations) else {
+        let Some(order) = key_order(&batch.mutations) else {
             return self.write_batch(&batch);
         };
-        if folded.is_empty() {
+        if order.is_empty() {
             return self.checked(&batch.preconditions, || Ok(()));
         }
         let mut paths = Vec::new();
@@ -540,7 +546,7 @@ impl Store for RocksStore {
             // that starts with the open file's whole keyspace (both elements parsed) is of that
             // keyspace, as tuple elements delimit themselves; only other keys are parsed.
             let mut file: Option<(&[u8], bool, SstFileWriter)> = None;
-            for (k, f) in &folded {
+            fold_in_order(&batch.mutations, &order, |k, f| {
                 let same = match &file {
                     Some((open, true, _)) => k.starts_with(open),
                     Some((open, false, _)) => *open == keyspace_prefix(k).0,
@@ -561,19 +567,19 @@ impl Store for RocksStore {
                     }
                 };
                 match f {
-                    Folded::Put(v) => w.put(k, v)?,
-                    Folded::PutSum(n) => w.put(k, n.to_le_bytes())?,
-                    Folded::Delete => w.delete(k)?,
-                    Folded::Merge(d) => w.merge(k, d.to_le_bytes())?,
+                    Folded::Put(v) => w.put(k, v),
+                    Folded::PutSum(n) => w.put(k, n.to_le_bytes()),
+                    Folded::Delete => w.delete(k),
+                    Folded::Merge(d) => w.merge(k, d.to_le_bytes()),
                 }
-            }
+            })?;
             if let Some((_, _, mut done)) = file {
                 done.finish()?;
             }
             Ok(())
         })()
         .map_err(backend_err);
-        drop(folded);
+        drop(order);
         self.ingest(written, &paths, &batch.preconditions)
     }
 
@@ -734,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn fold_by_key_keeps_the_last_word_per_key_in_key_order() {
+    fn folding_keeps_the_last_word_per_key_in_key_order() {
         let add = |k: &[u8], d| Mutation::Add {
             key: k.to_vec(),
             delta: d,
@@ -749,43 +755,31 @@ mod tests {
             Mutation::Clear { key: b"d".to_vec() },
             add(b"d", 4),
         ];
-        let got = fold_by_key(&ms).unwrap();
+        fn fold(ms: &[Mutation]) -> Option<Vec<(Vec<u8>, Folded<'_>)>> {
+            let order = key_order(ms)?;
+            let mut got = Vec::new();
+            fold_in_order(ms, &order, |k, f| {
+                got.push((k.to_vec(), f));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+            Some(got)
+        }
+        let got = fold(&ms).unwrap();
         assert_eq!(
             got,
             vec![
-                (&b"a"[..], Folded::PutSum(6)),
-                (&b"b"[..], Folded::Delete),
-                (&b"c"[..], Folded::Merge(5)),
-                (&b"d"[..], Folded::PutSum(4)),
+                (b"a".to_vec(), Folded::PutSum(6)),
+                (b"b".to_vec(), Folded::Delete),
+                (b"c".to_vec(), Folded::Merge(5)),
+                (b"d".to_vec(), Folded::PutSum(4)),
             ]
         );
         let with_range = vec![Mutation::ClearRange {
             begin: b"a".to_vec(),
             end: b"b".to_vec(),
         }];
-        assert!(fold_by_key(&with_range).is_none());
-    }
-
-    #[test]
-    fn key_prefix_orders_like_the_bytes() {
-        let keys: Vec<Vec<u8>> = vec![
-            vec![],
-            vec![0],
-            vec![0, 0],
-            vec![1; 31],
-            vec![1; 32],
-            vec![1; 40],
-            [vec![1; 32], vec![0]].concat(),
-            vec![2],
-        ];
-        for a in &keys {
-            for b in &keys {
-                let (pa, pb) = (key_prefix(a), key_prefix(b));
-                if pa != pb {
-                    assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
-                }
-            }
-        }
+        assert!(fold(&with_range).is_none());
     }
 
     fn set(k: &[u8], v: &[u8]) -> Mutation {
