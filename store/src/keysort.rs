@@ -28,16 +28,8 @@ struct Head {
 
 impl Head {
     fn of(key: &[u8], at: u32) -> Head {
-        let mut b = [0u8; HEAD_BYTES];
-        let n = key.len().min(HEAD_BYTES);
-        b[..n].copy_from_slice(&key[..n]);
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[8 * i..8 * i + 8]);
-            u64::from_be_bytes(w)
-        };
         Head {
-            words: [word(0), word(1), word(2)],
+            words: head_words(key),
             at,
         }
     }
@@ -46,6 +38,20 @@ impl Head {
     fn byte(&self, d: usize) -> u8 {
         (self.words[d / 8] >> (56 - 8 * (d % 8))) as u8
     }
+}
+
+/// The first 24 bytes of `key` (zero-padded) as three big-endian words: comparing them orders
+/// keys as their bytes do, except that a tie needs the whole keys.
+pub(crate) fn head_words(key: &[u8]) -> [u64; 3] {
+    let mut b = [0u8; HEAD_BYTES];
+    let n = key.len().min(HEAD_BYTES);
+    b[..n].copy_from_slice(&key[..n]);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[8 * i..8 * i + 8]);
+        u64::from_be_bytes(w)
+    };
+    [word(0), word(1), word(2)]
 }
 
 /// The positions `0..n` ordered by (`key(position)`, position). `n` must fit in a `u32`.

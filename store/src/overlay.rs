@@ -6,13 +6,129 @@
 //! [`Overlay`] layers the pending mutations over the snapshot with the store's own semantics:
 //! set, clear, clear-range and atomic add, in order.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use tidings_core::write::{decode_i64, encode_i64};
 use tidings_core::Mutation;
 
+use crate::keysort::head_words;
 use crate::{layout, KeyValue, RangeOptions, ReadView, Result};
+
+/// A pending key with its first 24 bytes held inline: a lookup in the ordered map compares
+/// against every key of a node on its way down, and following each key's pointer was most of
+/// a rebuild's planning time. Ordered as the bytes are.
+#[derive(Clone, Debug)]
+struct PendingKey {
+    head: [u64; 3],
+    bytes: Vec<u8>,
+}
+
+impl PendingKey {
+    fn new(bytes: Vec<u8>) -> PendingKey {
+        PendingKey {
+            head: head_words(&bytes),
+            bytes,
+        }
+    }
+}
+
+/// What the ordered map compares: a [`PendingKey`] in the map, or a [`Probe`] looked up.
+trait KeyBytes {
+    fn head(&self) -> &[u64; 3];
+    fn bytes(&self) -> &[u8];
+}
+
+impl KeyBytes for PendingKey {
+    fn head(&self) -> &[u64; 3] {
+        &self.head
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A borrowed key to look up, with its head computed once.
+struct Probe<'a> {
+    head: [u64; 3],
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(bytes: &'a [u8]) -> Probe<'a> {
+        Probe {
+            head: head_words(bytes),
+            bytes,
+        }
+    }
+}
+
+impl KeyBytes for Probe<'_> {
+    fn head(&self) -> &[u64; 3] {
+        &self.head
+    }
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Ord for dyn KeyBytes + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.head()
+            .cmp(other.head())
+            .then_with(|| self.bytes().cmp(other.bytes()))
+    }
+}
+
+impl PartialOrd for dyn KeyBytes + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for dyn KeyBytes + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for dyn KeyBytes + '_ {}
+
+impl<'a> Borrow<dyn KeyBytes + 'a> for PendingKey {
+    fn borrow(&self) -> &(dyn KeyBytes + 'a) {
+        self
+    }
+}
+
+impl Ord for PendingKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self as &dyn KeyBytes).cmp(other as &dyn KeyBytes)
+    }
+}
+
+impl PartialOrd for PendingKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for PendingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PendingKey {}
+
+/// The map's keys in `begin..end`, as range bounds.
+fn probe_bounds<'p>(
+    begin: &'p Probe<'_>,
+    end: &'p Probe<'_>,
+) -> (Bound<&'p dyn KeyBytes>, Bound<&'p dyn KeyBytes>) {
+    (Bound::Included(begin), Bound::Excluded(end))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pending {
@@ -29,7 +145,7 @@ enum Pending {
 /// batch N+1 over "snapshot + delta N" while batch N is written.
 #[derive(Clone, Debug, Default)]
 pub struct Delta {
-    keys: BTreeMap<Vec<u8>, Pending>,
+    keys: BTreeMap<PendingKey, Pending>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
     /// The keyspaces ([`layout::keyspace`]) of the keys written into `keys`: a read of another
     /// keyspace (a post's followers while the batch holds bodies and user feeds) skips the
@@ -55,19 +171,22 @@ impl Delta {
             match m {
                 Mutation::Set { key, value } => {
                     self.note_keyspace(key);
-                    self.keys.insert(key.clone(), Pending::Value(value.clone()));
+                    self.keys
+                        .insert(PendingKey::new(key.clone()), Pending::Value(value.clone()));
                 }
                 Mutation::Clear { key } => {
                     self.note_keyspace(key);
-                    self.keys.insert(key.clone(), Pending::Cleared);
+                    self.keys
+                        .insert(PendingKey::new(key.clone()), Pending::Cleared);
                 }
                 Mutation::ClearRange { begin, end } => {
                     if begin >= end {
                         continue;
                     }
-                    let inside: Vec<Vec<u8>> = self
+                    let (b, e) = (Probe::new(begin), Probe::new(end));
+                    let inside: Vec<PendingKey> = self
                         .keys
-                        .range::<[u8], _>((Bound::Included(&begin[..]), Bound::Excluded(&end[..])))
+                        .range::<dyn KeyBytes, _>(probe_bounds(&b, &e))
                         .map(|(k, _)| k.clone())
                         .collect();
                     for k in inside {
@@ -78,7 +197,8 @@ impl Delta {
                 Mutation::Add { key, delta } => {
                     // Mostly a key added to before in the batch (a user's follower count):
                     // changed in place, without copying the key for a second descent.
-                    if let Some(pending) = self.keys.get_mut(key) {
+                    let probe = Probe::new(key);
+                    if let Some(pending) = self.keys.get_mut(&probe as &dyn KeyBytes) {
                         *pending = match pending {
                             Pending::Value(v) => {
                                 Pending::Value(encode_i64(decode_i64(v).wrapping_add(*delta)))
@@ -94,7 +214,13 @@ impl Delta {
                     } else {
                         Pending::Add(*delta)
                     };
-                    self.keys.insert(key.clone(), next);
+                    self.keys.insert(
+                        PendingKey {
+                            head: probe.head,
+                            bytes: key.clone(),
+                        },
+                        next,
+                    );
                 }
             }
         }
@@ -148,25 +274,27 @@ impl Delta {
     /// The pending write of `key`, if any (not counting cleared ranges).
     fn pending(&self, key: &[u8]) -> Option<&Pending> {
         if self.may_hold(key) {
-            self.keys.get(key)
+            self.keys.get(&Probe::new(key) as &dyn KeyBytes)
         } else {
             None
         }
     }
 
     /// The pending writes of keys in `begin..end`, in key order.
-    fn pending_in(&self, begin: &[u8], end: &[u8]) -> Vec<(&Vec<u8>, &Pending)> {
+    fn pending_in(&self, begin: &[u8], end: &[u8]) -> Vec<(&[u8], &Pending)> {
         if begin >= end || !self.may_hold_range(begin, end) {
             return Vec::new();
         }
+        let (b, e) = (Probe::new(begin), Probe::new(end));
         self.keys
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .range::<dyn KeyBytes, _>(probe_bounds(&b, &e))
+            .map(|(k, p)| (k.bytes.as_slice(), p))
             .collect()
     }
 
     /// The keys set, cleared or added (not counting cleared ranges), in key order.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
-        self.keys.keys()
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.keys().map(|k| k.bytes.as_slice())
     }
 
     /// How many keys are set, cleared or added.
@@ -194,13 +322,13 @@ impl Delta {
         if begin >= end {
             return false;
         }
-        (self.may_hold_range(begin, end)
-            && self
-                .keys
-                .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+        (self.may_hold_range(begin, end) && {
+            let (b, e) = (Probe::new(begin), Probe::new(end));
+            self.keys
+                .range::<dyn KeyBytes, _>(probe_bounds(&b, &e))
                 .next()
-                .is_some())
-            || self.clears_any(begin, end)
+                .is_some()
+        }) || self.clears_any(begin, end)
     }
 
     /// Whether a cleared range overlaps `begin..end`.
@@ -407,7 +535,7 @@ impl ReadView for Layer<'_> {
                 )),
             };
             if let Some(v) = value {
-                rows.push((k.clone(), v));
+                rows.push((k.to_vec(), v));
             }
         }
         if opts.limit > 0 {

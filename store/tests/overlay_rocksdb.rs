@@ -10,11 +10,20 @@ use tidings_store::{
 
 /// Keys in the order of `i`: tuples `(1, "sN", j)` in three keyspaces (the overlay skips its
 /// maps for a keyspace it holds nothing of), then one that is no tuple (which turns that off).
+/// The keys of "s1" are `(1, "s1", "xx…", j)`, 30 bytes: they differ only past the first 24,
+/// which the overlay holds inline.
 fn key(i: u8) -> Vec<u8> {
     if i == 11 {
         return vec![b'k', i];
     }
-    vec![0x15, 0x01, 0x02, b's', b'0' + i / 4, 0x00, 0x15, i % 4]
+    let mut k = vec![0x15, 0x01, 0x02, b's', b'0' + i / 4, 0x00];
+    if i / 4 == 1 {
+        k.push(0x02);
+        k.extend_from_slice(&[b'x'; 20]);
+        k.push(0x00);
+    }
+    k.extend_from_slice(&[0x15, i % 4]);
+    k
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
