@@ -53,13 +53,12 @@ impl GraphView for StoreGraph<'_> {
             }
             None => begin,
         };
-        let rows = self
-            .view
-            .range(&begin, &end, RangeOptions::forward(limit))?;
-        Ok(rows
-            .iter()
-            .filter_map(|(k, _)| graph::parse_edge(&sub, k))
-            .collect())
+        let mut followers = Vec::with_capacity(limit.min(1024));
+        self.view
+            .range_visit(&begin, &end, RangeOptions::forward(limit), &mut |k, _| {
+                followers.extend(graph::parse_edge(&sub, k));
+            })?;
+        Ok(followers)
     }
 
     fn excluded(

@@ -81,6 +81,21 @@ pub trait ReadView {
     /// Pairs with `begin <= key < end`, in key order (or reverse), at most `opts.limit`.
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>>;
 
+    /// Visits the pairs [`ReadView::range`] returns, in its order, without handing them over:
+    /// a view that holds them already (a read cache) need not copy them.
+    fn range_visit(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        for (k, v) in self.range(begin, end, opts)? {
+            visit(&k, &v);
+        }
+        Ok(())
+    }
+
     /// Visits the pairs of `begin..end` in key order until about `max_bytes` of keys and values
     /// were visited; returns the key to continue from in a fresh view (`None`: the range is
     /// done). For walks over whole keyspaces (backups, digests, verify): bounded work per view,

@@ -145,6 +145,28 @@ impl ReadView for Memo<'_> {
         Ok(rows)
     }
 
+    fn range_visit(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
+        if let Some(rows) = self.cache.ranges.borrow().get(&key) {
+            for (k, v) in rows {
+                visit(k, v);
+            }
+            return Ok(());
+        }
+        let rows = self.base.range(begin, end, opts)?;
+        for (k, v) in &rows {
+            visit(k, v);
+        }
+        self.cache.ranges.borrow_mut().insert(key, rows);
+        Ok(())
+    }
+
     fn scan(
         &self,
         begin: &[u8],

@@ -444,6 +444,16 @@ impl ReadView for Overlay<'_> {
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
         self.with_view(|v| v.range(begin, end, opts))
     }
+
+    fn range_visit(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        self.with_view(|v| v.range_visit(begin, end, opts, visit))
+    }
 }
 
 /// One delta over a read view.
@@ -453,6 +463,23 @@ struct Layer<'a> {
 }
 
 impl ReadView for Layer<'_> {
+    fn range_visit(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        if !self.delta.touches_range(begin, end) {
+            // Nothing pending there: the base's rows as they are, uncopied.
+            return self.base.range_visit(begin, end, opts, visit);
+        }
+        for (k, v) in self.range(begin, end, opts)? {
+            visit(&k, &v);
+        }
+        Ok(())
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.delta.resolve(key, || self.base.get(key))
     }

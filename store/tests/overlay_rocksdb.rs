@@ -62,12 +62,21 @@ type Reads = (
     Vec<(Vec<u8>, Vec<u8>)>,
 );
 
+/// `range_visit` (first, so a read cache answers it from the base) must visit what `range`
+/// returns.
 fn reads(v: &dyn ReadView, from: u8, to: u8, opts: RangeOptions) -> Reads {
     let keys: Vec<Vec<u8>> = (0..12).map(key).collect();
+    let mut visited = Vec::new();
+    v.range_visit(&key(from), &key(to), opts, &mut |k, v| {
+        visited.push((k.to_vec(), v.to_vec()));
+    })
+    .expect("range_visit");
+    let rows = v.range(&key(from), &key(to), opts).expect("range");
+    assert_eq!(visited, rows, "range_visit against range");
     (
         v.get_many(&keys).expect("get_many"),
         keys.iter().map(|k| v.get(k).expect("get")).collect(),
-        v.range(&key(from), &key(to), opts).expect("range"),
+        rows,
     )
 }
 
