@@ -53,7 +53,8 @@ impl GraphView for StoreGraph<'_> {
             }
             None => begin,
         };
-        let mut followers = Vec::with_capacity(limit.min(1024));
+        // Grown as rows come: the list is kept (a spread's owners) until its batch is written.
+        let mut followers = Vec::new();
         self.view
             .range_visit(&begin, &end, RangeOptions::forward(limit), &mut |k, _| {
                 followers.extend(graph::parse_edge(&sub, k));
