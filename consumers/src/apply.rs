@@ -34,6 +34,7 @@ use tidings_core::keys::{self, Projection};
 use tidings_core::process::{Flow, Input, Verdict};
 use tidings_core::write::{decode_i64, encode_i64};
 use tidings_core::Mutation;
+use tidings_schemas::DecodeError;
 use tidings_store::fasthash::FastMap;
 use tidings_store::{Delta, Memo, Overlay, ReadCache, Store, WriteBatch};
 
@@ -73,6 +74,40 @@ impl Record {
     pub fn tp(&self) -> TopicPartition {
         (self.topic.clone(), self.partition)
     }
+}
+
+/// A record with its payload decoded and validated ahead, off the planning thread (a
+/// rebuild's reader decodes while the planner plans).
+#[derive(Debug)]
+pub struct Decoded {
+    /// The record.
+    pub record: Record,
+    event: Option<Result<Event, DecodeError>>,
+}
+
+impl Decoded {
+    /// Decodes and validates `record`'s payload.
+    pub fn new(record: Record) -> Decoded {
+        let event = decode(&record);
+        Decoded { record, event }
+    }
+}
+
+/// `r`'s payload decoded and validated (`None`: it has none).
+fn decode(r: &Record) -> Option<Result<Event, DecodeError>> {
+    r.payload
+        .as_deref()
+        .map(tidings_schemas::decode_and_validate)
+}
+
+/// A record for the bulk planner: borrowed (decoded as it is planned) or decoded ahead.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per record in a stream; boxing would allocate per record"
+)]
+enum Incoming<'r> {
+    Borrowed(&'r Record),
+    Decoded(Decoded),
 }
 
 /// A record that could not be applied, and why.
@@ -611,7 +646,7 @@ impl Applier {
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         if self.bulk {
-            return self.apply_pipelined(positions, records.iter(), dlq);
+            return self.apply_pipelined(positions, records.iter().map(Incoming::Borrowed), dlq);
         }
         let mut total = Applied::default();
         // Once per call: a swapped chain takes effect from the next call (between batches).
@@ -640,7 +675,14 @@ impl Applier {
                     encoded,
                     opts,
                     cursor,
-                } = self.plan_record(&procs, &mut overlay, &mut p, r, stored, &mut total)?
+                } = self.plan_record(
+                    &procs,
+                    &mut overlay,
+                    &mut p,
+                    (r, decode(r)),
+                    stored,
+                    &mut total,
+                )?
                 else {
                     continue;
                 };
@@ -684,22 +726,22 @@ impl Applier {
         Ok(Outcome::Done(total))
     }
 
-    /// [`Applier::apply`] over a stream of records (a rebuild reading the log): in bulk mode
-    /// one pipeline over the whole stream, so batches run on across the reader's chunks and the
-    /// read cache stays warm; otherwise [`Applier::apply`] per run of up to
-    /// [`Applier::batch_records`] records (at most 65,536). Either way the result is that of
-    /// applying the records in order: only batch boundaries differ.
+    /// [`Applier::apply`] over a stream of records decoded ahead (a rebuild reading the log):
+    /// in bulk mode one pipeline over the whole stream, so batches run on across the reader's
+    /// chunks and the read cache stays warm; otherwise [`Applier::apply`] per run of up to
+    /// [`Applier::batch_records`] records (at most 65,536), which decodes them again. Either
+    /// way the result is that of applying the records in order: only batch boundaries differ.
     pub fn apply_stream(
         &self,
         positions: &mut Positions,
-        records: impl Iterator<Item = Record>,
+        records: impl Iterator<Item = Decoded>,
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         if self.bulk {
-            return self.apply_pipelined(positions, records, dlq);
+            return self.apply_pipelined(positions, records.map(Incoming::Decoded), dlq);
         }
         let mut total = Applied::default();
-        let mut records = records.peekable();
+        let mut records = records.map(|d| d.record).peekable();
         let run = self.batch_records.min(1 << 16);
         while records.peek().is_some() {
             let chunk: Vec<Record> = records.by_ref().take(run).collect();
@@ -726,10 +768,10 @@ impl Applier {
     /// Batch N+1 goes to the store only after N committed, with preconditions on the offsets
     /// N stored; if N fails or is fenced, N+1 is dropped unwritten. So the result is exactly
     /// that of committing one batch after the other.
-    fn apply_pipelined<R: std::borrow::Borrow<Record>>(
+    fn apply_pipelined<'r>(
         &self,
         positions: &mut Positions,
-        records: impl Iterator<Item = R>,
+        records: impl Iterator<Item = Incoming<'r>>,
         dlq: &dyn DeadLetterSink,
     ) -> Result<Outcome, ApplyError> {
         let mut total = Applied::default();
@@ -753,14 +795,29 @@ impl Applier {
                 if records.peek().is_none() || opened.elapsed() >= VIEW_USE {
                     break;
                 }
-                let Some(r) = records.next() else { break };
-                let r = r.borrow();
+                let Some(incoming) = records.next() else {
+                    break;
+                };
+                let owned;
+                let (r, decoded) = match incoming {
+                    Incoming::Borrowed(r) => (r, decode(r)),
+                    Incoming::Decoded(Decoded { record, event }) => {
+                        owned = record;
+                        (&owned, event)
+                    }
+                };
                 n += 1;
                 let Some(stored) = positions.get(&r.tp()).copied() else {
                     continue;
                 };
-                let planned =
-                    self.plan_record(&procs, &mut overlay, &mut p, r, stored, &mut total)?;
+                let planned = self.plan_record(
+                    &procs,
+                    &mut overlay,
+                    &mut p,
+                    (r, decoded),
+                    stored,
+                    &mut total,
+                )?;
                 debug_assert!(matches!(planned, Planned::Done), "bulk plans every step");
             }
             let (committing, delta) = overlay.into_deltas();
@@ -833,15 +890,15 @@ impl Applier {
         Ok(Outcome::Done(total))
     }
 
-    /// Plans one record of a partition whose stored offset is `stored` into `p` (its writes,
-    /// its offset, or its dead letter). Outside bulk mode, an event too large for one batch
+    /// Plans one record of a partition whose stored offset is `stored`, with its payload
+    /// decoded (`None`: it has none), into `p` (its writes, its offset, or its dead letter). Outside bulk mode, an event too large for one batch
     /// comes back as [`Planned::Split`] with its first step already in `p`.
     fn plan_record(
         &self,
         procs: &Chain,
         overlay: &mut Overlay<'_>,
         p: &mut Pending,
-        r: &Record,
+        (r, decoded): (&Record, Option<Result<Event, DecodeError>>),
         stored: Option<i64>,
         total: &mut Applied,
     ) -> Result<Planned, ApplyError> {
@@ -853,11 +910,7 @@ impl Applier {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(Planned::Done);
         }
-        let event = match r
-            .payload
-            .as_deref()
-            .map(tidings_schemas::decode_and_validate)
-        {
+        let event = match decoded {
             None => {
                 let d = dead_letter(r, "empty_payload", "the record has no value".into());
                 p.dead_letter(r, d);
@@ -865,7 +918,7 @@ impl Applier {
             }
             Some(Err(e)) => {
                 let mut d = dead_letter(r, e.reason_code(), e.to_string());
-                if let tidings_schemas::DecodeError::Invalid(_) = e {
+                if let DecodeError::Invalid(_) = e {
                     // Well-formed but invalid: the producer is known.
                     d.producer = r
                         .payload

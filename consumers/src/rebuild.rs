@@ -39,7 +39,8 @@ use tidings_producers::{KafkaConfig, Topics};
 use tidings_store::{Store, WriteBatch};
 
 use crate::apply::{
-    Applier, ApplyError, DeadLetter, DeadLetterSink, Outcome, Positions, Record, SkipFilter, Stats,
+    Applier, ApplyError, DeadLetter, DeadLetterSink, Decoded, Outcome, Positions, Record,
+    SkipFilter, Stats,
 };
 use crate::chain::{ChainHandle, SideRecord};
 use crate::log::{LogError, LogReader, Next, PartitionRange};
@@ -446,7 +447,7 @@ pub fn run(
     // run on across chunk boundaries (its pipeline never drains until the end).
     let mut caught_up = false;
     std::thread::scope(|s| -> Result<(), RebuildError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Record>, bool)>(READ_AHEAD);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Decoded>, bool)>(READ_AHEAD);
         let reader = &mut reader;
         std::thread::Builder::new()
             .name("rebuild-read".into())
@@ -455,7 +456,8 @@ pub fn run(
                 while !stop.load(Ordering::SeqCst) {
                     match reader.next_merged(Duration::from_millis(50)) {
                         Next::Record(r) => {
-                            chunk.push(r.0);
+                            // Decoded here, beside the fetching, off the planner's thread.
+                            chunk.push(Decoded::new(r.0));
                             if chunk.len() >= READ_CHUNK {
                                 let full =
                                     std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
