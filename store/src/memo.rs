@@ -19,6 +19,7 @@ use crate::fasthash::FastMap;
 use crate::overlay::Delta;
 use crate::{KeyValue, RangeOptions, ReadView, Result};
 use std::cell::RefCell;
+use std::rc::Rc;
 
 /// A range read's arguments.
 type RangeKey = (Vec<u8>, Vec<u8>, usize, bool);
@@ -30,7 +31,8 @@ const MAX_ANSWERS: usize = 1 << 20;
 #[derive(Default)]
 pub struct ReadCache {
     gets: RefCell<FastMap<Vec<u8>, Option<Vec<u8>>>>,
-    ranges: RefCell<FastMap<RangeKey, Vec<KeyValue>>>,
+    /// Shared, so a visit runs without the map borrowed (the visitor may read the view).
+    ranges: RefCell<FastMap<RangeKey, Rc<Vec<KeyValue>>>>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -138,10 +140,13 @@ impl ReadView for Memo<'_> {
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
         let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
         if let Some(rows) = self.cache.ranges.borrow().get(&key) {
-            return Ok(rows.clone());
+            return Ok(rows.to_vec());
         }
         let rows = self.base.range(begin, end, opts)?;
-        self.cache.ranges.borrow_mut().insert(key, rows.clone());
+        self.cache
+            .ranges
+            .borrow_mut()
+            .insert(key, Rc::new(rows.clone()));
         Ok(rows)
     }
 
@@ -153,17 +158,18 @@ impl ReadView for Memo<'_> {
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<()> {
         let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
-        if let Some(rows) = self.cache.ranges.borrow().get(&key) {
-            for (k, v) in rows {
-                visit(k, v);
+        let cached = self.cache.ranges.borrow().get(&key).cloned();
+        let rows = match cached {
+            Some(rows) => rows,
+            None => {
+                let rows = Rc::new(self.base.range(begin, end, opts)?);
+                self.cache.ranges.borrow_mut().insert(key, rows.clone());
+                rows
             }
-            return Ok(());
-        }
-        let rows = self.base.range(begin, end, opts)?;
-        for (k, v) in &rows {
+        };
+        for (k, v) in rows.iter() {
             visit(k, v);
         }
-        self.cache.ranges.borrow_mut().insert(key, rows);
         Ok(())
     }
 
@@ -176,5 +182,37 @@ impl ReadView for Memo<'_> {
     ) -> Result<Option<Vec<u8>>> {
         // Walks over whole keyspaces are not repeated: straight to the base.
         self.base.scan(begin, end, max_bytes, visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rocks::{RocksOptions, RocksStore};
+    use crate::{Store, WriteBatch};
+
+    #[test]
+    fn a_visitor_may_read_the_view_it_visits() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let mut b = WriteBatch::new();
+        b.set(b"a1".to_vec(), b"x".to_vec())
+            .set(b"a2".to_vec(), b"y".to_vec());
+        store.commit(b).expect("commit");
+        let snap = store.snapshot().expect("snapshot");
+        let cache = ReadCache::new();
+        let memo = Memo::new(&*snap, &cache);
+        // Twice: from the base, then from the cache; each visit reads another range meanwhile.
+        for _ in 0..2 {
+            let mut seen = Vec::new();
+            memo.range_visit(b"a", b"b", RangeOptions::forward(0), &mut |k, _| {
+                let inner = memo
+                    .range(k, b"b", RangeOptions::forward(0))
+                    .expect("range inside a visit");
+                seen.push((k.to_vec(), inner.len()));
+            })
+            .expect("range_visit");
+            assert_eq!(seen, vec![(b"a1".to_vec(), 2), (b"a2".to_vec(), 1)]);
+        }
     }
 }
