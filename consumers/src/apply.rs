@@ -891,8 +891,9 @@ impl Applier {
     }
 
     /// Plans one record of a partition whose stored offset is `stored`, with its payload
-    /// decoded (`None`: it has none), into `p` (its writes, its offset, or its dead letter). Outside bulk mode, an event too large for one batch
-    /// comes back as [`Planned::Split`] with its first step already in `p`.
+    /// decoded (`None`: it has none), into `p` (its writes, its offset, or its dead letter).
+    /// Outside bulk mode, an event too large for one batch comes back as [`Planned::Split`]
+    /// with its first step already in `p`.
     fn plan_record(
         &self,
         procs: &Chain,

@@ -8,11 +8,13 @@
 //! position that tells the keys apart, buckets of a few dozen keys finished by comparison.
 //!
 //! The order is the keys' byte order, and for equal keys their positions in the batch (so the
-//! mutations of one key keep their order when folded).
+//! mutations of one key keep their order when folded). The overlay's ordered map holds the
+//! same inline words ([`head_words`]) for the same reason.
 
 use std::cmp::Ordering;
 
-/// The bytes held inline per key: a feed entry's keyspace, owner, kind and time.
+/// The bytes held inline per key: a feed entry's keyspace, owner and kind and most of its time,
+/// a graph key whole. Keys that agree on all of them are rare.
 const HEAD_BYTES: usize = 24;
 
 /// A bucket this small is sorted by comparison.
