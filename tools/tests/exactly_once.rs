@@ -384,12 +384,16 @@ fn an_event_from_python_confluent_kafka_is_fanned_out_like_any_other() {
     )
     .unwrap();
 
-    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_producer.py");
+    // Cargo names this crate's directory to the running test (a cached binary may have been
+    // built in another checkout).
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let schemas = format!("{dir}/../schemas");
+    let script = format!("{dir}/tests/python_producer.py");
     let out = Command::new("python3")
         .args([
-            script,
-            schemas,
+            &script,
+            &schemas,
             &b.bootstrap(),
             "tidings.activities",
             "42",
