@@ -18,8 +18,9 @@ use crate::keysort::head_words;
 use crate::{layout, KeyValue, RangeOptions, ReadView, Result};
 
 /// A pending key with its first 24 bytes held inline: a lookup in the ordered map compares
-/// against every key of a node on its way down, and following each key's pointer was most of
-/// a rebuild's planning time. Ordered as the bytes are.
+/// against every key of a node on its way down, and following each key's pointer cost a cache
+/// miss per comparison (memcmp alone was ~17% of a rebuild's planning thread). Ordered as the
+/// bytes are.
 #[derive(Clone, Debug)]
 struct PendingKey {
     head: [u64; 3],
