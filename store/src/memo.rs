@@ -105,6 +105,26 @@ impl<'a> Memo<'a> {
     }
 }
 
+impl Memo<'_> {
+    /// The rows of a range read, remembered or read from the base (and remembered). The map is
+    /// not borrowed once this returns.
+    fn cached_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<Rc<Vec<KeyValue>>> {
+        let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
+        let cached = self.cache.ranges.borrow().get(&key).cloned();
+        if let Some(rows) = cached {
+            return Ok(rows);
+        }
+        let rows = Rc::new(self.base.range(begin, end, opts)?);
+        self.cache.ranges.borrow_mut().insert(key, rows.clone());
+        Ok(rows)
+    }
+}
+
 impl ReadView for Memo<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.cache.gets.borrow().get(key) {
@@ -138,16 +158,7 @@ impl ReadView for Memo<'_> {
     }
 
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
-        let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
-        if let Some(rows) = self.cache.ranges.borrow().get(&key) {
-            return Ok(rows.to_vec());
-        }
-        let rows = self.base.range(begin, end, opts)?;
-        self.cache
-            .ranges
-            .borrow_mut()
-            .insert(key, Rc::new(rows.clone()));
-        Ok(rows)
+        Ok(self.cached_range(begin, end, opts)?.to_vec())
     }
 
     fn range_visit(
@@ -157,17 +168,7 @@ impl ReadView for Memo<'_> {
         opts: RangeOptions,
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<()> {
-        let key = (begin.to_vec(), end.to_vec(), opts.limit, opts.reverse);
-        let cached = self.cache.ranges.borrow().get(&key).cloned();
-        let rows = match cached {
-            Some(rows) => rows,
-            None => {
-                let rows = Rc::new(self.base.range(begin, end, opts)?);
-                self.cache.ranges.borrow_mut().insert(key, rows.clone());
-                rows
-            }
-        };
-        for (k, v) in rows.iter() {
+        for (k, v) in self.cached_range(begin, end, opts)?.iter() {
             visit(k, v);
         }
         Ok(())
