@@ -36,7 +36,7 @@ use tidings_core::write::{decode_i64, encode_i64};
 use tidings_core::Mutation;
 use tidings_schemas::DecodeError;
 use tidings_store::fasthash::FastMap;
-use tidings_store::{Delta, Memo, Overlay, ReadCache, Store, WriteBatch};
+use tidings_store::{Delta, KeyGroups, Memo, Overlay, ReadCache, Store, WriteBatch};
 
 use crate::chain::{self, ChainHandle, SideRecord, StoreState, Tally};
 use crate::project::{ProjectError, Projector};
@@ -455,6 +455,27 @@ impl Unbuilt {
         }
         batch.extend(self.bumps.drain().map(|(b, n)| b.mutation(n)));
     }
+
+    /// [`Unbuilt::build_into`] for a bulk commit: the bumps go to `batch`, the entries come
+    /// back as key groups (one per spread, its value held once).
+    fn build_bulk(mut self, batch: &mut WriteBatch) -> KeyGroups {
+        let entries: usize = self.spreads.iter().map(|s| s.owners.len()).sum();
+        let mut groups = KeyGroups::new();
+        // A home entry's key: ~20 bytes of owner and projection, ~25 of position.
+        groups.reserve(entries, 48);
+        for s in self.spreads {
+            for b in s.bumps() {
+                *self.bumps.entry(b).or_insert(0) += 1;
+            }
+            let keys = s.keys();
+            groups.group(s.value);
+            for &owner in &s.owners {
+                groups.push_with(|out| keys.key_into(owner, out));
+            }
+        }
+        batch.extend(self.bumps.drain().map(|(b, n)| b.mutation(n)));
+        groups
+    }
 }
 
 /// What [`Applier::plan_record`] left to do.
@@ -855,11 +876,13 @@ impl Applier {
                 .name("bulk-commit".into())
                 .spawn(move || {
                     let t = Instant::now();
-                    unbuilt.build_into(&mut batch);
-                    let (mutations, bytes) = (batch.mutations.len(), batch.size());
-                    let r = store.commit_bulk(batch);
+                    let groups = unbuilt.build_bulk(&mut batch);
+                    let (mutations, entries) = (batch.mutations.len(), groups.len());
+                    let bytes = batch.size() + groups.size();
+                    let r = store.commit_bulk_groups(batch, groups);
                     tracing::debug!(
                         mutations,
+                        entries,
                         bytes,
                         ms = t.elapsed().as_millis() as u64,
                         "bulk batch committed"

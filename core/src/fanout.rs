@@ -216,9 +216,14 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// Builds the entries' keys: [`feed::KeysAt::key`] of each owner.
+    pub fn keys(&self) -> feed::KeysAt {
+        feed::KeysAt::new(self.p, FeedKind::Home, self.pos)
+    }
+
     /// The entries written (or removed), in owner order.
     pub fn entries(&self) -> impl Iterator<Item = Mutation> + '_ {
-        let keys = feed::KeysAt::new(self.p, FeedKind::Home, self.pos);
+        let keys = self.keys();
         self.owners.iter().map(move |&owner| {
             let key = keys.key(owner);
             match &self.value {

@@ -18,7 +18,7 @@ use std::thread;
 
 use crate::error::Error;
 use crate::limits::{MAX_BATCH, MAX_KEY, MAX_VALUE};
-use crate::{RangeOptions, Store, WriteBatch};
+use crate::{KeyGroups, RangeOptions, Store, WriteBatch};
 
 /// Opens stores for the suite.
 pub trait Harness {
@@ -538,6 +538,86 @@ pub fn bulk_commit_is_a_commit<H: Harness>(h: &H) {
     }
 }
 
+/// A bulk commit with key groups: the groups' keys apply after the batch's mutations, in the
+/// order they were pushed, all or nothing; with a clear-range in the batch too.
+pub fn bulk_commit_with_key_groups<H: Harness>(h: &H) {
+    let (_g, s, p) = h.open();
+    let s = &*s;
+    commit(s, |b| {
+        b.set(k(&p, "old"), b"old".to_vec())
+            .set(k(&p, "guard"), b"1".to_vec());
+    })
+    .unwrap();
+    let mut b = WriteBatch::new();
+    b.set(k(&p, "a"), b"mutation".to_vec())
+        .set(k(&p, "b"), b"mutation".to_vec())
+        .add(k(&p, "n"), 2)
+        .require(k(&p, "guard"), Some(b"1".to_vec()));
+    let mut g = KeyGroups::new();
+    g.group(Some(b"first".to_vec()));
+    for key in ["a", "c", "n", "d"] {
+        g.push(&k(&p, key));
+    }
+    g.group(None);
+    for key in ["d", "old"] {
+        g.push_with(|buf| buf.extend_from_slice(&k(&p, key)));
+    }
+    g.group(Some(b"last".to_vec())).push(&k(&p, "e"));
+    s.commit_bulk_groups(b, g.clone()).unwrap();
+    let got = s
+        .snapshot()
+        .unwrap()
+        .range(&k(&p, "a"), &k(&p, "z"), RangeOptions::default())
+        .unwrap();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = [
+        ("a", "first"),
+        ("b", "mutation"),
+        ("c", "first"),
+        ("e", "last"),
+        ("guard", "1"),
+        ("n", "first"),
+    ]
+    .iter()
+    .map(|(key, v)| (k(&p, key), v.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(got, want);
+
+    let mut b = WriteBatch::new();
+    b.require(k(&p, "guard"), Some(b"2".to_vec()));
+    let mut g = KeyGroups::new();
+    g.group(Some(b"never".to_vec())).push(&k(&p, "x"));
+    assert!(matches!(
+        s.commit_bulk_groups(b, g),
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(s.snapshot().unwrap().get(&k(&p, "x")).unwrap(), None);
+
+    let mut b = WriteBatch::new();
+    b.clear_range(k(&p, "a"), k(&p, "f"));
+    let mut g = KeyGroups::new();
+    g.group(Some(b"again".to_vec())).push(&k(&p, "c"));
+    s.commit_bulk_groups(b, g).unwrap();
+    let got = s
+        .snapshot()
+        .unwrap()
+        .range(&k(&p, "a"), &k(&p, "f"), RangeOptions::default())
+        .unwrap();
+    assert_eq!(got, vec![(k(&p, "c"), b"again".to_vec())]);
+
+    let mut g = KeyGroups::new();
+    g.group(Some(vec![0; MAX_VALUE + 1])).push(&k(&p, "huge"));
+    assert!(matches!(
+        s.commit_bulk_groups(WriteBatch::new(), g),
+        Err(Error::ValueTooLarge { .. })
+    ));
+    let mut g = KeyGroups::new();
+    g.group(None).push(&vec![b'k'; MAX_KEY + 1]);
+    assert!(matches!(
+        s.commit_bulk_groups(WriteBatch::new(), g),
+        Err(Error::KeyTooLarge { .. })
+    ));
+}
+
 /// Expands to one `#[test]` per conformance check, for the harness expression given.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -547,7 +627,7 @@ macro_rules! conformance_suite {
             preconditions_conflict, preconditions_fence_concurrent_writers,
             atomic_add_under_concurrency, ranges_order_limit_reverse, limits_are_enforced,
             read_views_expire, durable_across_reopen, bulk_load_and_scan,
-            bulk_commit_is_a_commit);
+            bulk_commit_is_a_commit, bulk_commit_with_key_groups);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

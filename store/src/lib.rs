@@ -33,7 +33,7 @@ mod url;
 
 use std::fmt;
 
-pub use batch::{Precondition, WriteBatch};
+pub use batch::{KeyGroups, Precondition, WriteBatch};
 pub use error::{Error, Result};
 pub use memo::{Memo, ReadCache};
 pub use overlay::{Delta, Overlay};
@@ -167,6 +167,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// no flush. The default is [`Store::commit`].
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         self.commit(batch)
+    }
+
+    /// [`Store::commit_bulk`] of `batch` followed by `groups`' keys, in one atomic commit: a
+    /// rebuild's batch with its fan-out entries. The default expands the groups into mutations;
+    /// RocksDB writes them from their buffer.
+    fn commit_bulk_groups(&self, mut batch: WriteBatch, groups: KeyGroups) -> Result<()> {
+        batch.extend(groups.mutations());
+        self.commit_bulk(batch)
     }
 
     /// Bulk load: sets `pairs` (sorted by key, keys distinct, within the size limits) in a key

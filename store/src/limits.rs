@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::batch::WriteBatch;
+use crate::batch::{KeyGroups, WriteBatch};
 use crate::error::{Error, Result};
 
 /// Largest key, bytes.
@@ -62,6 +62,27 @@ pub fn check_batch_up_to(batch: &WriteBatch, limit: usize) -> Result<()> {
         check_key(&p.key)?;
     }
     let size = batch.size();
+    if size > limit {
+        return Err(Error::BatchTooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// [`check_batch_up_to`] of a batch committed with key groups: every key and value, and the
+/// total of both against `limit`.
+pub fn check_bulk(batch: &WriteBatch, groups: &KeyGroups, limit: usize) -> Result<()> {
+    check_batch_up_to(batch, limit)?;
+    for i in 0..groups.len() {
+        check_key(groups.key(i))?;
+    }
+    let largest = groups.largest_value();
+    if largest > MAX_VALUE {
+        return Err(Error::ValueTooLarge {
+            size: largest,
+            limit: MAX_VALUE,
+        });
+    }
+    let size = batch.size() + groups.size();
     if size > limit {
         return Err(Error::BatchTooLarge { size, limit });
     }

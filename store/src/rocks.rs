@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::keysort::{self, prefetch};
 use crate::layout::keyspace_prefix;
 use crate::limits::{self, READ_VIEW_LIFETIME};
-use crate::{KeyValue, RangeOptions, ReadView, Store, WriteBatch};
+use crate::{KeyGroups, KeyValue, RangeOptions, ReadView, Store, WriteBatch};
 
 /// Tuning of the RocksDB backend (from the URL's query string).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,44 +292,101 @@ enum Folded<'a> {
     Merge(i64),
 }
 
-/// The order in which to fold the batch's mutations: by key, and by position among the
-/// mutations of one key. `None` if the batch has a clear-range (it would have to cover keys of
-/// the same file, which the file cannot order).
-fn key_order(ms: &[Mutation]) -> Option<Vec<u32>> {
-    if ms.iter().any(|m| matches!(m, Mutation::ClearRange { .. })) {
-        return None;
-    }
-    let n = u32::try_from(ms.len()).ok()?;
-    Some(keysort::order(n, |i| ms[i as usize].key()))
+/// A bulk batch's writes, numbered: its mutations, then its groups' keys (the order they apply
+/// in).
+#[derive(Clone, Copy)]
+struct Writes<'a> {
+    ms: &'a [Mutation],
+    groups: &'a KeyGroups,
 }
 
-/// Calls `emit` once per key of `ms`, in key order ([`key_order`]), with what the key ends as:
+/// One write of a key, as the fold takes it.
+enum Write<'a> {
+    Set(&'a [u8]),
+    Clear,
+    Add(i64),
+}
+
+impl<'a> Writes<'a> {
+    fn len(&self) -> usize {
+        self.ms.len() + self.groups.len()
+    }
+
+    fn key(&self, i: u32) -> &'a [u8] {
+        let i = i as usize;
+        match self.ms.get(i) {
+            Some(m) => m.key(),
+            None => self.groups.key(i - self.ms.len()),
+        }
+    }
+
+    fn write(&self, i: u32) -> Write<'a> {
+        let i = i as usize;
+        match self.ms.get(i) {
+            Some(Mutation::Set { value, .. }) => Write::Set(value),
+            // A clear-range never gets here (`key_order` refuses it).
+            Some(Mutation::Clear { .. } | Mutation::ClearRange { .. }) => Write::Clear,
+            Some(Mutation::Add { delta, .. }) => Write::Add(*delta),
+            None => match self.groups.value(i - self.ms.len()) {
+                Some(v) => Write::Set(v),
+                None => Write::Clear,
+            },
+        }
+    }
+
+    /// Brings write `i` closer, in `stage`s from far (0) to near (2): each stage fetches what
+    /// the previous one brought in points to.
+    fn prefetch(&self, i: u32, stage: u8) {
+        let i = i as usize;
+        match (self.ms.get(i), stage) {
+            (Some(m), 0) => prefetch(std::ptr::from_ref(m).cast()),
+            (Some(m), 1) => {
+                prefetch(m.key().as_ptr());
+                if let Mutation::Set { value, .. } = m {
+                    prefetch(value.as_ptr());
+                }
+            }
+            (Some(_), _) => {}
+            (None, stage) => self.groups.prefetch(i - self.ms.len(), stage),
+        }
+    }
+}
+
+/// The order in which to fold the batch's writes: by key, and by position among the writes of
+/// one key. `None` if the batch has a clear-range (it would have to cover keys of the same
+/// file, which the file cannot order).
+fn key_order(w: Writes<'_>) -> Option<Vec<u32>> {
+    if w.ms
+        .iter()
+        .any(|m| matches!(m, Mutation::ClearRange { .. }))
+    {
+        return None;
+    }
+    let n = u32::try_from(w.len()).ok()?;
+    Some(keysort::order(n, |i| w.key(i)))
+}
+
+/// Calls `emit` once per key of `w`, in key order ([`key_order`]), with what the key ends as:
 /// what one table file can hold. Stops at `emit`'s first error.
 ///
-/// The mutations lie wherever the planner allocated them, so in key order each key and value
-/// is a cache miss; they are prefetched a few keys ahead, and each is read once, while it is
-/// being written.
+/// In key order each write's key and value is a cache miss (mutations lie wherever the planner
+/// allocated them; a group's keys spread over the whole keyspace): they are prefetched a few
+/// keys ahead, and each is read once, while it is being written.
 fn fold_in_order<'m, E>(
-    ms: &'m [Mutation],
+    w: Writes<'m>,
     order: &[u32],
     mut emit: impl FnMut(&'m [u8], Folded<'m>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    // Mutation structs this far ahead, their keys and values half as far.
+    // Where a write is found this far ahead, what that points to half as far, and so on.
     const AHEAD: usize = 16;
     let mut open: Option<(&[u8], Folded<'_>)> = None;
     for (j, &i) in order.iter().enumerate() {
-        if let Some(&far) = order.get(j + AHEAD) {
-            prefetch(std::ptr::from_ref(&ms[far as usize]).cast());
-        }
-        if let Some(&near) = order.get(j + AHEAD / 2) {
-            let m = &ms[near as usize];
-            prefetch(m.key().as_ptr());
-            if let Mutation::Set { value, .. } = m {
-                prefetch(value.as_ptr());
+        for (stage, ahead) in [(0, AHEAD), (1, AHEAD / 2), (2, AHEAD / 4)] {
+            if let Some(&at) = order.get(j + ahead) {
+                w.prefetch(at, stage);
             }
         }
-        let m = &ms[i as usize];
-        let key = m.key();
+        let key = w.key(i);
         let before = match open.take() {
             Some((k, f)) if k == key => Some(f),
             Some((k, f)) => {
@@ -338,16 +395,15 @@ fn fold_in_order<'m, E>(
             }
             None => None,
         };
-        let now = match m {
-            Mutation::Set { value, .. } => Folded::Put(value),
-            // A clear-range never gets here (`key_order` refuses it).
-            Mutation::Clear { .. } | Mutation::ClearRange { .. } => Folded::Delete,
-            Mutation::Add { delta, .. } => match before {
-                None => Folded::Merge(*delta),
-                Some(Folded::Merge(d)) => Folded::Merge(d.wrapping_add(*delta)),
-                Some(Folded::Delete) => Folded::PutSum(*delta),
-                Some(Folded::PutSum(v)) => Folded::PutSum(v.wrapping_add(*delta)),
-                Some(Folded::Put(v)) => Folded::PutSum(decode_i64(v).wrapping_add(*delta)),
+        let now = match w.write(i) {
+            Write::Set(v) => Folded::Put(v),
+            Write::Clear => Folded::Delete,
+            Write::Add(delta) => match before {
+                None => Folded::Merge(delta),
+                Some(Folded::Merge(d)) => Folded::Merge(d.wrapping_add(delta)),
+                Some(Folded::Delete) => Folded::PutSum(delta),
+                Some(Folded::PutSum(v)) => Folded::PutSum(v.wrapping_add(delta)),
+                Some(Folded::Put(v)) => Folded::PutSum(decode_i64(v).wrapping_add(delta)),
             },
         };
         open = Some((key, now));
@@ -533,8 +589,18 @@ impl Store for RocksStore {
     /// the memtable instead). Ingested files get a sequence number above every open view, so
     /// views keep their snapshot.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
-        limits::check_batch_up_to(&batch, limits::MAX_BULK_BATCH)?;
-        let Some(order) = key_order(&batch.mutations) else {
+        self.commit_bulk_groups(batch, KeyGroups::new())
+    }
+
+    /// [`Store::commit_bulk`], the groups' keys folded in with the mutations from their buffer.
+    fn commit_bulk_groups(&self, mut batch: WriteBatch, groups: KeyGroups) -> Result<()> {
+        limits::check_bulk(&batch, &groups, limits::MAX_BULK_BATCH)?;
+        let writes = Writes {
+            ms: &batch.mutations,
+            groups: &groups,
+        };
+        let Some(order) = key_order(writes) else {
+            batch.extend(groups.mutations());
             return self.write_batch(&batch);
         };
         if order.is_empty() {
@@ -546,7 +612,7 @@ impl Store for RocksStore {
             // that starts with the open file's whole keyspace (both elements parsed) is of that
             // keyspace, as tuple elements delimit themselves; only other keys are parsed.
             let mut file: Option<(&[u8], bool, SstFileWriter)> = None;
-            fold_in_order(&batch.mutations, &order, |k, f| {
+            fold_in_order(writes, &order, |k, f| {
                 let same = match &file {
                     Some((open, true, _)) => k.starts_with(open),
                     Some((open, false, _)) => *open == keyspace_prefix(k).0,
@@ -755,17 +821,22 @@ mod tests {
             Mutation::Clear { key: b"d".to_vec() },
             add(b"d", 4),
         ];
-        fn fold(ms: &[Mutation]) -> Option<Vec<(Vec<u8>, Folded<'_>)>> {
-            let order = key_order(ms)?;
+        fn fold<'a>(
+            ms: &'a [Mutation],
+            groups: &'a KeyGroups,
+        ) -> Option<Vec<(Vec<u8>, Folded<'a>)>> {
+            let w = Writes { ms, groups };
+            let order = key_order(w)?;
             let mut got = Vec::new();
-            fold_in_order(ms, &order, |k, f| {
+            fold_in_order(w, &order, |k, f| {
                 got.push((k.to_vec(), f));
                 Ok::<_, ()>(())
             })
             .unwrap();
             Some(got)
         }
-        let got = fold(&ms).unwrap();
+        let none = KeyGroups::new();
+        let got = fold(&ms, &none).unwrap();
         assert_eq!(
             got,
             vec![
@@ -775,11 +846,30 @@ mod tests {
                 (b"d".to_vec(), Folded::PutSum(4)),
             ]
         );
+        // Group keys apply after the mutations, in the order they were pushed.
+        let mut groups = KeyGroups::new();
+        groups.group(Some(b"g1".to_vec()));
+        for k in [b"b", b"e", b"c"] {
+            groups.push(k);
+        }
+        groups.group(None).push(b"e");
+        groups.group(Some(b"g3".to_vec())).push(b"a");
+        let got = fold(&ms, &groups).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), Folded::Put(b"g3")),
+                (b"b".to_vec(), Folded::Put(b"g1")),
+                (b"c".to_vec(), Folded::Put(b"g1")),
+                (b"d".to_vec(), Folded::PutSum(4)),
+                (b"e".to_vec(), Folded::Delete),
+            ]
+        );
         let with_range = vec![Mutation::ClearRange {
             begin: b"a".to_vec(),
             end: b"b".to_vec(),
         }];
-        assert!(fold(&with_range).is_none());
+        assert!(fold(&with_range, &groups).is_none());
     }
 
     fn set(k: &[u8], v: &[u8]) -> Mutation {

@@ -122,10 +122,15 @@ impl KeysAt {
     pub fn key(&self, owner: UserId) -> Vec<u8> {
         // An integer packs into at most 9 bytes.
         let mut k = Vec::with_capacity(self.head.len() + 9 + self.tail.len());
-        k.extend_from_slice(&self.head);
-        foundationdb_tuple::pack_into(&owner, &mut k);
-        k.extend_from_slice(&self.tail);
+        self.key_into(owner, &mut k);
         k
+    }
+
+    /// Appends [`KeysAt::key`]`(owner)` to `out`.
+    pub fn key_into(&self, owner: UserId, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        foundationdb_tuple::pack_into(&owner, out);
+        out.extend_from_slice(&self.tail);
     }
 }
 
