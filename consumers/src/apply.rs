@@ -960,7 +960,16 @@ impl Applier {
             p.next.insert(tp, r.offset + 1);
             return Ok(Planned::Done);
         }
-        let resume = match self.projector.stored_resume(&*overlay, &event) {
+        // A fan-out split over batches leaves its cursor stored, and its partition's offset on
+        // its event until the last step (see `Planned::Split`), so only a record at the stored
+        // offset can have one. A bulk run never splits and its projection has no other writer:
+        // it reads the cursor of that record alone, sparing a read that misses for every other.
+        let may_resume = !self.bulk || (stored == Some(r.offset) && !p.next.contains_key(&tp));
+        let resume = match may_resume
+            .then(|| self.projector.stored_resume(&*overlay, &event))
+            .transpose()
+            .map(Option::flatten)
+        {
             Ok(resume) => resume,
             Err(ProjectError::Store(e)) => return Err(e.into()),
             Err(ProjectError::Rejected(why)) => {

@@ -509,6 +509,17 @@ impl Store for FailAfter {
 
 #[test]
 fn a_resumed_split_fanout_is_not_decided_or_emitted_twice() {
+    resumed_split_fanout(false);
+}
+
+/// A rebuild in bulk mode restarted on a split its follow phase left: a bulk run reads the
+/// cursor of the record at the stored offset only, which is this one.
+#[test]
+fn a_bulk_run_resumes_a_split_fanout_at_the_stored_offset() {
+    resumed_split_fanout(true);
+}
+
+fn resumed_split_fanout(bulk: bool) {
     let (_d, store) = fresh();
     let s = &*store;
     let text = r#"
@@ -567,7 +578,10 @@ emit = { topic = "audit" }
 
     // Restarted: the same record again, resumed from the cursor.
     let mut pos = crash_pos;
-    let restarted = Applier::new(store.clone(), projector, "c").with_chain(handle);
+    let mut restarted = Applier::new(store.clone(), projector, "c").with_chain(handle);
+    if bulk {
+        restarted = restarted.bulk(64 << 20);
+    }
     apply(&restarted, &mut pos, &rec, &sink);
     for u in 2..=6 {
         assert_eq!(index(s, u, FeedKind::Home), ids(&[1]), "home of {u}");
