@@ -461,8 +461,9 @@ impl Unbuilt {
     fn build_bulk(mut self, batch: &mut WriteBatch) -> KeyGroups {
         let entries: usize = self.spreads.iter().map(|s| s.owners.len()).sum();
         let mut groups = KeyGroups::new();
-        // A home entry's key: ~20 bytes of owner and projection, ~25 of position.
-        groups.reserve(entries, 48);
+        // A home entry's key is ~36 bytes: ~11 of projection, keyspace and owner, ~25 of kind
+        // and position (time and id).
+        groups.reserve(entries, 40);
         for s in self.spreads {
             for b in s.bumps() {
                 *self.bumps.entry(b).or_insert(0) += 1;
