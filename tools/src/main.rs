@@ -11,6 +11,7 @@ mod chain;
 mod compose_tests;
 mod config;
 mod demo;
+mod logging;
 mod ops;
 mod pipeline;
 mod pipeline_test;
@@ -31,7 +32,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `tidings=debug`.
+    /// Log filter: a level and/or comma-separated `target=level` directives, e.g. `info` or
+    /// `warn,tidings_consumers=debug`.
     #[arg(long, env = "TIDINGS_LOG", default_value = "warn", global = true)]
     log: String,
 
@@ -112,38 +114,22 @@ impl Command {
 }
 
 /// Logs to stderr through the `--log` filter and, for long-running roles, WARN and ERROR to
-/// the error log as well (whatever `--log` says).
+/// the error log as well (whatever `--log` says); see [`logging`].
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid --log filter {:?}: {e} (try `info` or `tidings=debug`)",
-            cli.log
-        )
-    })?;
+    let filter = logging::parse_filter(&cli.log)?;
     let errors = match cli.command.errors_log() {
         Some(path) => Some(
-            ops::errlog::ErrorLog::open(&path, ops::errlog::DEFAULT_MAX_BYTES)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open the error log {}: {e} (check the directory, or set --errors-log)",
-                        path.display()
-                    )
-                })?
-                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+            ops::errlog::ErrorLog::open(&path, ops::errlog::DEFAULT_MAX_BYTES).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the error log {}: {e} (check the directory, or set --errors-log)",
+                    path.display()
+                )
+            })?,
         ),
         None => None,
     };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
-        .with(errors)
-        .init();
+    logging::subscriber(filter, errors, std::io::stderr).init();
     Ok(())
 }
 
