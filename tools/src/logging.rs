@@ -2,7 +2,8 @@
 //! ERROR to the error log as well (whatever `--log` says).
 //!
 //! One filter decides for the whole subscriber, per callsite (target and level), what either
-//! output wants; each output then drops what it does not want itself. No per-layer filter: with
+//! output wants; each output then drops what it does not want itself (stderr by formatting
+//! nothing, the error log by level). No per-layer filter: with
 //! one, a question the `log` crate asks ("is this level enabled?" — librdkafka's client asks it
 //! as it polls) leaves a mark that swallows the thread's next event (tokio-rs/tracing#2519):
 //! debug lines went missing under a per-target `--log`, and a warning could have missed the
@@ -12,11 +13,13 @@ use std::sync::Arc;
 
 use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
-use tracing::{Level, Metadata, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::ops::errlog::ErrorLog;
 
@@ -46,13 +49,46 @@ where
         stderr: stderr.clone(),
         errors: errors.is_some(),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(
-        make_stderr.with_filter(move |m: &Metadata<'_>| stderr.would_enable(m.target(), m.level())),
-    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(make_stderr)
+        .event_format(Asked {
+            inner: tracing_subscriber::fmt::format(),
+            stderr,
+        });
     tracing_subscriber::registry()
         .with(wanted)
         .with(fmt)
         .with(errors)
+}
+
+/// Formats only the events `--log` asked for; the rest (warnings the error log wanted) come
+/// out empty. Judged by the normalized metadata: an event from the `log` crate arrives through
+/// tracing-log's callsite of its level, whose target is `log`, not the record's.
+struct Asked<F> {
+    inner: F,
+    stderr: Arc<Targets>,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Asked<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let normalized = event.normalized_metadata();
+        let m = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        if self.stderr.would_enable(m.target(), m.level()) {
+            self.inner.format_event(ctx, writer, event)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The subscriber-wide filter: an event either output wants.
@@ -159,6 +195,27 @@ mod tests {
     }
 
     #[test]
+    fn log_crate_events_are_judged_by_their_own_target() {
+        log_bridge();
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = subscriber(
+            parse_filter("warn,rdkafka=debug,quiet=error").unwrap(),
+            None,
+            move || w.clone(),
+        );
+        tracing::subscriber::with_default(sub, || {
+            log::debug!(target: "rdkafka::client", "asked for by target");
+            log::warn!(target: "quiet::x", "below its target's level");
+            log::info!(target: "elsewhere", "below the default");
+        });
+        let text = out.text();
+        assert!(text.contains("asked for by target"), "{text}");
+        assert!(!text.contains("below its target's level"), "{text}");
+        assert!(!text.contains("below the default"), "{text}");
+    }
+
+    #[test]
     fn warnings_reach_the_error_log_whatever_the_filter() {
         log_bridge();
         let dir = tempfile::tempdir().unwrap();
@@ -175,14 +232,16 @@ mod tests {
             tracing::info!(target: "tidings::a", "shown");
             tracing::warn!(target: "elsewhere", "filtered from stderr");
             tracing::info!(target: "elsewhere", "nowhere");
+            log::warn!(target: "rdkafka::client", "a log-crate warning");
         });
         let text = out.text();
         assert!(text.contains("shown"), "{text}");
         assert!(!text.contains("filtered from stderr"), "{text}");
+        assert!(!text.contains("a log-crate warning"), "{text}");
         let (logged, bad) = crate::ops::errlog::read(&path, 0, i64::MAX).unwrap();
         assert_eq!(bad, 0);
         let messages: Vec<&str> = logged.iter().map(|l| l.message.as_str()).collect();
-        assert_eq!(messages, ["filtered from stderr"]);
+        assert_eq!(messages, ["filtered from stderr", "a log-crate warning"]);
     }
 
     #[test]
