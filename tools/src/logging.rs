@@ -157,6 +157,13 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
+
+        /// Runs `f` under the subscriber of `filter` and `errors`, stderr captured here.
+        fn run(&self, filter: &str, errors: Option<ErrorLog>, f: impl FnOnce()) {
+            let w = self.clone();
+            let sub = subscriber(parse_filter(filter).unwrap(), errors, move || w.clone());
+            tracing::subscriber::with_default(sub, f);
+        }
     }
 
     /// Routes the `log` crate into tracing, as `init` does in `main`.
@@ -169,13 +176,7 @@ mod tests {
     fn a_log_level_query_does_not_swallow_the_next_event() {
         log_bridge();
         let out = Captured::default();
-        let w = out.clone();
-        let sub = subscriber(
-            parse_filter("warn,tidings=debug").unwrap(),
-            None,
-            move || w.clone(),
-        );
-        tracing::subscriber::with_default(sub, || {
+        out.run("warn,tidings=debug", None, || {
             tracing::debug!(target: "tidings::a", "first");
             // What librdkafka's client asks as it polls.
             let asked = log::Metadata::builder()
@@ -198,13 +199,7 @@ mod tests {
     fn log_crate_events_are_judged_by_their_own_target() {
         log_bridge();
         let out = Captured::default();
-        let w = out.clone();
-        let sub = subscriber(
-            parse_filter("warn,rdkafka=debug,quiet=error").unwrap(),
-            None,
-            move || w.clone(),
-        );
-        tracing::subscriber::with_default(sub, || {
+        out.run("warn,rdkafka=debug,quiet=error", None, || {
             log::debug!(target: "rdkafka::client", "asked for by target");
             log::warn!(target: "quiet::x", "below its target's level");
             log::info!(target: "elsewhere", "below the default");
@@ -222,13 +217,7 @@ mod tests {
         let path = dir.path().join("errors.jsonl");
         let errors = ErrorLog::open(&path, crate::ops::errlog::DEFAULT_MAX_BYTES).unwrap();
         let out = Captured::default();
-        let w = out.clone();
-        let sub = subscriber(
-            parse_filter("tidings=info").unwrap(),
-            Some(errors),
-            move || w.clone(),
-        );
-        tracing::subscriber::with_default(sub, || {
+        out.run("tidings=info", Some(errors), || {
             tracing::info!(target: "tidings::a", "shown");
             tracing::warn!(target: "elsewhere", "filtered from stderr");
             tracing::info!(target: "elsewhere", "nowhere");
