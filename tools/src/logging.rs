@@ -3,11 +3,10 @@
 //!
 //! One filter decides for the whole subscriber, per callsite (target and level), what either
 //! output wants; each output then drops what it does not want itself (stderr by formatting
-//! nothing, the error log by level). No per-layer filter: with
-//! one, a question the `log` crate asks ("is this level enabled?" — librdkafka's client asks it
-//! as it polls) leaves a mark that swallows the thread's next event (tokio-rs/tracing#2519):
-//! debug lines went missing under a per-target `--log`, and a warning could have missed the
-//! error log.
+//! nothing, the error log by level). No per-layer filter: with one, a question the `log` crate
+//! asks ("is this level enabled?" — librdkafka's client asks it as it polls) leaves a mark that
+//! swallows the thread's next event (tokio-rs/tracing#2519): debug lines went missing under a
+//! per-target `--log`, and a warning could have missed the error log.
 
 use std::sync::Arc;
 
