@@ -37,19 +37,42 @@ pub fn check_batch(batch: &WriteBatch) -> Result<()> {
     check_batch_up_to(batch, MAX_BATCH)
 }
 
+/// Checks a value's size (its length, `len`).
+pub(crate) fn check_value_len(len: usize) -> Result<()> {
+    if len > MAX_VALUE {
+        return Err(Error::ValueTooLarge {
+            size: len,
+            limit: MAX_VALUE,
+        });
+    }
+    Ok(())
+}
+
 /// Checks every key and value in a batch, and its total against `limit`.
 pub fn check_batch_up_to(batch: &WriteBatch, limit: usize) -> Result<()> {
+    check_each(batch)?;
+    check_total(batch.size(), limit)
+}
+
+/// [`check_batch_up_to`] of a batch committed with key groups: every key and value, and the
+/// total of both against `limit`.
+pub fn check_bulk(batch: &WriteBatch, groups: &KeyGroups, limit: usize) -> Result<()> {
+    check_each(batch)?;
+    for i in 0..groups.len() {
+        check_key(groups.key(i))?;
+    }
+    check_value_len(groups.largest_value())?;
+    check_total(batch.size() + groups.size(), limit)
+}
+
+/// Checks every key and value of a batch's mutations and preconditions.
+fn check_each(batch: &WriteBatch) -> Result<()> {
     use tidings_core::Mutation;
     for m in &batch.mutations {
         match m {
             Mutation::Set { key, value } => {
                 check_key(key)?;
-                if value.len() > MAX_VALUE {
-                    return Err(Error::ValueTooLarge {
-                        size: value.len(),
-                        limit: MAX_VALUE,
-                    });
-                }
+                check_value_len(value.len())?;
             }
             Mutation::Clear { key } | Mutation::Add { key, .. } => check_key(key)?,
             Mutation::ClearRange { begin, end } => {
@@ -61,28 +84,11 @@ pub fn check_batch_up_to(batch: &WriteBatch, limit: usize) -> Result<()> {
     for p in &batch.preconditions {
         check_key(&p.key)?;
     }
-    let size = batch.size();
-    if size > limit {
-        return Err(Error::BatchTooLarge { size, limit });
-    }
     Ok(())
 }
 
-/// [`check_batch_up_to`] of a batch committed with key groups: every key and value, and the
-/// total of both against `limit`.
-pub fn check_bulk(batch: &WriteBatch, groups: &KeyGroups, limit: usize) -> Result<()> {
-    check_batch_up_to(batch, limit)?;
-    for i in 0..groups.len() {
-        check_key(groups.key(i))?;
-    }
-    let largest = groups.largest_value();
-    if largest > MAX_VALUE {
-        return Err(Error::ValueTooLarge {
-            size: largest,
-            limit: MAX_VALUE,
-        });
-    }
-    let size = batch.size() + groups.size();
+/// Checks a batch's total size.
+fn check_total(size: usize, limit: usize) -> Result<()> {
     if size > limit {
         return Err(Error::BatchTooLarge { size, limit });
     }

@@ -665,12 +665,7 @@ impl Store for RocksStore {
         }
         for (k, v) in pairs {
             limits::check_key(k)?;
-            if v.len() > limits::MAX_VALUE {
-                return Err(Error::ValueTooLarge {
-                    size: v.len(),
-                    limit: limits::MAX_VALUE,
-                });
-            }
+            limits::check_value_len(v.len())?;
         }
         let path = self.table_path("load");
         let written = (|| {
