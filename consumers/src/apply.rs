@@ -588,11 +588,11 @@ impl Applier {
     /// by that limit) are committed with [`Store::commit_bulk`] — on RocksDB one table file per
     /// batch, no memtable or WAL — and a fan-out too large for one step is planned step by step
     /// into the same batch instead of one batch per step. What is written is the same as in
-    /// ordinary mode; only batch boundaries move. One read differs: a split fan-out's cursor,
-    /// stored by activity id, is read only for the record at its partition's stored offset
-    /// (the one whose own split can have left it; see `plan_record`), where ordinary mode reads
-    /// it for every event and so also finds a cursor another event of the same id is leaving
-    /// mid-way in another partition. Without a bulk path this only sets the batch size, kept
+    /// ordinary mode; only batch boundaries move. One read differs: a split fan-out's cursor is
+    /// read only for the record at its partition's stored offset (the one whose own split can
+    /// have left it; see `plan_record`), where ordinary mode reads it for every activity and
+    /// retraction and resumes only from a cursor the event owns (see
+    /// [`Projector::stored_resume`]). Without a bulk path this only sets the batch size, kept
     /// under the transaction limit.
     pub fn bulk(mut self, bytes: usize) -> Self {
         match self.store.bulk_batch_limit() {

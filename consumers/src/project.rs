@@ -16,10 +16,10 @@ use std::sync::Arc;
 use tidings_core::control::Control;
 use tidings_core::event::{Activity, Event, GraphChange, GraphOp, Retraction, Update};
 use tidings_core::fanout::{self, FanoutConfig, FanoutOptions, GraphView, Placement, Plan};
+use tidings_core::keys::fanout::{Cursor, Owner};
 use tidings_core::keys::feed::{self, FeedEntry, FeedKind};
 use tidings_core::keys::messages::{self, MessageValue};
 use tidings_core::keys::{self, pull, Projection};
-use tidings_core::write::decode_i64;
 use tidings_core::UserId;
 use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
 
@@ -81,20 +81,35 @@ impl Projector {
         }
     }
 
-    /// The stored fan-out cursor of an event, if a previous run left one.
+    /// The stored fan-out cursor of an event, if a previous run of this event left one. An
+    /// activity and its retraction share the cursor key (the activity's id): a cursor another
+    /// event left (the activity's own fan-out, seen by another user's retraction of it, or a
+    /// removal seen by an event reusing the id) is not resumed, so that event is judged from
+    /// the start (and, for the stolen retraction, rejected) without touching the cursor.
     pub fn stored_resume(
         &self,
         view: &dyn ReadView,
         event: &Event,
     ) -> Result<Option<UserId>, ProjectError> {
-        let id = match event {
-            Event::Activity(a) => a.id,
-            Event::Retraction(r) => r.activity_id,
+        let (id, wants) = match event {
+            Event::Activity(a) => (a.id, Owner::Fanout(a.actor)),
+            Event::Retraction(r) => (r.activity_id, Owner::Removal(r.actor)),
             _ => return Ok(None),
         };
-        Ok(view
-            .get(&keys::fanout::key(self.projection, id))?
-            .map(|v| decode_i64(&v)))
+        let Some(v) = view.get(&keys::fanout::key(self.projection, id))? else {
+            return Ok(None);
+        };
+        let Some(cursor) = Cursor::decode(&v) else {
+            return Err(ProjectError::Rejected(format!(
+                "the fan-out cursor of {id} cannot be decoded ({} bytes)",
+                v.len()
+            )));
+        };
+        if !cursor.belongs_to(wants) {
+            tracing::debug!(%id, owner = ?cursor.owner, event = ?wants, "a fan-out cursor of another event: not resumed");
+            return Ok(None);
+        }
+        Ok(Some(cursor.last))
     }
 
     /// Plans one step of `event`. `body` is the event's encoded record (stored as the message

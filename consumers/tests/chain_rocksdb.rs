@@ -601,6 +601,83 @@ emit = { topic = "audit" }
 }
 
 #[test]
+fn another_users_retraction_of_a_split_fanout_is_dead_lettered_and_the_fanout_finishes() {
+    // The fan-out cursor's key is the activity's id, shared with its retraction. A retraction
+    // by someone else, from another partition, planned while the post's fan-out is split, must
+    // be judged (and rejected) as a retraction, not taken for the removal's next step.
+    let (_d, store) = fresh();
+    let s = &*store;
+    let mut projector = Projector::new(1);
+    projector.fanout.max_entries_per_step = 2;
+    let (sink, mut log, mut pos) = (Sink::default(), Log::default(), positions());
+    let ok = Applier::new(store.clone(), projector.clone(), "c");
+    let followers = [2, 3, 4, 5, 6];
+    apply(
+        &ok,
+        &mut pos,
+        &log.records(&follows(100, &followers, 1)),
+        &sink,
+    );
+
+    // The post's first step commits, then the process "crashes".
+    let crashing: Arc<dyn Store> = Arc::new(FailAfter {
+        inner: store.clone(),
+        left: AtomicUsize::new(1),
+    });
+    let a = Applier::new(crashing, projector.clone(), "c");
+    let post_rec = log.records(&[Event::Activity(post(1, 1, "mine"))]);
+    assert!(a.apply(&mut pos, &post_rec, &sink).is_err());
+    let cursor = || {
+        s.get(&keys::fanout::key(1, id(1)))
+            .unwrap()
+            .map(|v| keys::fanout::Cursor::decode(&v).unwrap())
+    };
+    let split = cursor().expect("split mid-way");
+    assert_eq!(split.owner, Some(keys::fanout::Owner::Fanout(1)));
+
+    // Another consumer, on the partition of user 2, plans user 2's retraction of the post.
+    let steal = Event::Retraction(Retraction {
+        id: id(2),
+        activity_id: id(1),
+        actor: 2,
+        time_ms: 1_700_000_100_000,
+        producer: who(),
+    });
+    let steal_rec = Record {
+        topic: ACTS.into(),
+        partition: 1,
+        offset: 0,
+        key: Some(steal.kafka_key().into_bytes()),
+        payload: Some(tidings_schemas::encode(&steal)),
+        timestamp_ms: Some(steal.time_ms()),
+    };
+    pos.insert((ACTS.to_string(), 1), None);
+    apply(&ok, &mut pos, &[steal_rec], &sink);
+    {
+        let dead = sink.dead.lock().unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert!(
+            dead[0].reason.contains("cannot retract"),
+            "{}",
+            dead[0].reason
+        );
+    }
+    assert_eq!(ok.stored_offset(ACTS, 1).unwrap(), Some(1), "moved past it");
+    assert_eq!(cursor(), Some(split), "the post's cursor is untouched");
+    assert!(
+        s.get(&keys::fanout::placement(1, id(1))).unwrap().is_none(),
+        "no removal started"
+    );
+
+    // The post's consumer restarts and finishes the fan-out.
+    apply(&ok, &mut pos, &post_rec, &sink);
+    for u in followers {
+        assert_eq!(index(s, u, FeedKind::Home), ids(&[1]), "home of {u}");
+    }
+    assert_eq!(cursor(), None, "finished");
+}
+
+#[test]
 fn a_split_retraction_lands_after_the_post_planned_before_it_in_its_batch() {
     // The post fans out in one step (3 followers); two more follow, then its retraction needs
     // two steps (5 followers, 4 per step): the first is committed with the batch holding the

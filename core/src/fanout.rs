@@ -495,7 +495,12 @@ fn followers_step<G: GraphView>(
     }
     if more {
         let last = last.unwrap_or(UserId::MIN);
-        plan.visible.push(fanout::set(p, place.id, last));
+        let owner = if add {
+            fanout::Owner::Fanout(place.actor)
+        } else {
+            fanout::Owner::Removal(place.actor)
+        };
+        plan.visible.push(fanout::set(p, place.id, last, owner));
         plan.resume = Some(last);
     } else if resume.is_some() {
         plan.visible.push(fanout::clear(p, place.id));

@@ -136,10 +136,11 @@ fn run_activity(
         steps += 1;
         match plan.resume {
             Some(r) => {
-                assert_eq!(
-                    kv.get(&fanout::key(1, a.id)).map(|v| decode_i64(v)),
-                    Some(r)
-                );
+                let cursor = kv
+                    .get(&fanout::key(1, a.id))
+                    .map(|v| fanout::Cursor::decode(v));
+                let owner = Some(fanout::Owner::Fanout(a.actor));
+                assert_eq!(cursor, Some(Some(fanout::Cursor { last: r, owner })));
                 resume = Some(r);
             }
             None => return steps,
@@ -385,9 +386,13 @@ fn retraction_removes_every_entry_and_leaves_a_tombstone() {
         let plan = plan_retraction(1, &r, &place, &g, &cfg, resume).unwrap();
         apply(&mut kv, &writes(&plan));
         resume = plan.resume;
-        if resume.is_none() {
-            break;
-        }
+        let Some(last) = resume else { break };
+        // The cursor says it is a removal, so the activity cannot mistake it for its own.
+        let cursor = kv
+            .get(&fanout::key(1, a.id))
+            .map(|v| fanout::Cursor::decode(v));
+        let owner = Some(fanout::Owner::Removal(1));
+        assert_eq!(cursor, Some(Some(fanout::Cursor { last, owner })));
     }
     let (b, e) = crate::keys::keyspace_range(1, "feed");
     assert_eq!(kv.range(b..e).count(), 0, "no index entry left");

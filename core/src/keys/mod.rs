@@ -14,7 +14,7 @@
 //! | [`pull`] | `(p, "pull", author)`, `(p, "pull", "version")` | authors served by pull (hybrid fan-out) |
 //! | [`marks`] | `("mark", user, "seen"/"read")` | newest notification position seen / read |
 //! | [`offsets`] | `(p, "off", consumer, topic, partition)` | next offset, i64 LE |
-//! | [`fanout`] | `(p, "fan", event_id)` | cursor of an unfinished fan-out |
+//! | [`fanout`] | `(p, "fan", event_id)` | cursor of an unfinished fan-out (or removal) and whose it is |
 //! | [`procstate`] | `(p, "prc", processor_id, …)` | what stateful processors remember (dedupe, rate limits) |
 //! | [`meta`] | `("meta", name)` | active projection version, layout version |
 //!
