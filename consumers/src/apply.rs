@@ -23,6 +23,7 @@
 //! batch and the overlay, so later events of the batch see them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +40,7 @@ use tidings_store::fasthash::FastMap;
 use tidings_store::{Delta, KeyGroups, Memo, Overlay, ReadCache, Store, WriteBatch};
 
 use crate::chain::{self, ChainHandle, SideRecord, StoreState, Tally};
+use crate::graph::FollowerMemo;
 use crate::project::{ProjectError, Projector};
 use tidings_core::process::Chain;
 
@@ -349,6 +351,8 @@ struct Pending {
     published_ms: Vec<i64>,
     /// Metric labels of the events this batch completes: (topic, verb label, not pushed).
     labels: Vec<(String, &'static str, bool)>,
+    /// A bulk run's follower memo, told of every write planning may read back.
+    memo: Option<Rc<FollowerMemo>>,
 }
 
 impl Pending {
@@ -365,6 +369,7 @@ impl Pending {
             bytes: 0,
             published_ms: Vec::new(),
             labels: Vec::new(),
+            memo: None,
         }
     }
 
@@ -417,6 +422,9 @@ impl Pending {
 
     /// Adds writes later planning may read: to the batch and, through `overlay`, to reads.
     fn add_visible(&mut self, overlay: &mut Overlay<'_>, ms: Vec<Mutation>) {
+        if let Some(memo) = &self.memo {
+            memo.wrote(&ms);
+        }
         overlay.apply(&ms);
         self.bytes += ms.iter().map(Mutation::size).sum::<usize>();
         self.batch.extend(ms);
@@ -808,14 +816,18 @@ impl Applier {
         let mut lower = Delta::default();
         // Answers of the snapshot in use; each batch is forgotten from it once committed.
         let cache = ReadCache::new();
+        // Decoded follower lists and counts, kept across batches (every planned write passes
+        // `Pending::add_visible`, which tells it).
+        let memo = Rc::new(FollowerMemo::new(self.projector.projection));
         let mut snap = self.store.snapshot()?;
         let mut opened = Instant::now();
         while records.peek().is_some() {
             let planning = Instant::now();
             let mut n = 0;
-            let memo = Memo::new(&*snap, &cache);
-            let mut overlay = Overlay::layered(&memo, std::mem::take(&mut lower));
+            let memo_view = Memo::new(&*snap, &cache);
+            let mut overlay = Overlay::layered(&memo_view, std::mem::take(&mut lower));
             let mut p = Pending::new();
+            p.memo = Some(memo.clone());
             while p.bytes < self.batch_bytes && n < self.batch_records {
                 // Waiting for the next record (a reader behind) may age the view: look after.
                 if records.peek().is_none() || opened.elapsed() >= VIEW_USE {
@@ -989,10 +1001,14 @@ impl Applier {
         let body = encoded
             .as_deref()
             .unwrap_or_else(|| r.payload.as_deref().unwrap_or_default());
-        let mut step = match self
-            .projector
-            .plan_with(&*overlay, &event, body, &opts, resume)
-        {
+        let mut step = match self.projector.plan_memo(
+            &*overlay,
+            p.memo.as_deref(),
+            &event,
+            body,
+            &opts,
+            resume,
+        ) {
             Ok(s) => s,
             Err(ProjectError::Store(e)) => return Err(e.into()),
             Err(ProjectError::Rejected(why)) => {
@@ -1020,10 +1036,14 @@ impl Applier {
             }
             // Bulk: the next step goes into the same batch, planned over this one.
             p.add(overlay, std::mem::take(&mut step.plan));
-            step = match self
-                .projector
-                .plan_with(&*overlay, &event, body, &opts, Some(cursor))
-            {
+            step = match self.projector.plan_memo(
+                &*overlay,
+                p.memo.as_deref(),
+                &event,
+                body,
+                &opts,
+                Some(cursor),
+            ) {
                 Ok(s) => s,
                 Err(ProjectError::Store(e)) => return Err(e.into()),
                 Err(ProjectError::Rejected(why)) => {

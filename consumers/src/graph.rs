@@ -1,16 +1,88 @@
 //! The follow graph as seen through a store snapshot, for fan-out planning.
 
+use std::cell::RefCell;
+
 use tidings_core::fanout::GraphView;
 use tidings_core::keys::graph::{self, Count, Edge};
-use tidings_core::keys::Projection;
+use tidings_core::keys::{Projection, Subspace};
 use tidings_core::write::decode_i64;
-use tidings_core::UserId;
+use tidings_core::{Mutation, UserId};
+use tidings_store::fasthash::FastMap;
 use tidings_store::{RangeOptions, ReadView};
 
 /// [`GraphView`] over one read view of projection `p`.
 pub struct StoreGraph<'a> {
     view: &'a dyn ReadView,
     p: Projection,
+    memo: Option<&'a FollowerMemo>,
+}
+
+/// Follower counts and first follower lists of a bulk run, decoded once and kept across its
+/// events and batches: an author posts again and again, and each post read its list through
+/// the overlay's layers and the read cache and decoded every key again.
+///
+/// Sound only while every write of the projection passes [`FollowerMemo::wrote`] before the
+/// next read — a bulk run, the projection's only writer, whose planned writes all go through
+/// one place — which forgets each user whose follower edges or counts a write touches (and
+/// everything on a clear-range over either keyspace).
+#[derive(Debug)]
+pub struct FollowerMemo {
+    followers: Subspace,
+    counts: Subspace,
+    known_counts: RefCell<FastMap<UserId, u64>>,
+    /// The first page of a user's followers, with the limit it was read with.
+    known_lists: RefCell<FastMap<UserId, (usize, Vec<UserId>)>>,
+}
+
+impl FollowerMemo {
+    /// An empty memo of projection `p`.
+    pub fn new(p: Projection) -> Self {
+        FollowerMemo {
+            followers: graph::edges(p, Edge::Follower),
+            counts: graph::counts(p),
+            known_counts: RefCell::default(),
+            known_lists: RefCell::default(),
+        }
+    }
+
+    /// Forgets what `ms` (writes about to become visible to planning) may change.
+    pub fn wrote(&self, ms: &[Mutation]) {
+        for m in ms {
+            match m {
+                Mutation::Set { key, .. } | Mutation::Clear { key } | Mutation::Add { key, .. } => {
+                    self.wrote_key(key)
+                }
+                Mutation::ClearRange { begin, end } => {
+                    let overlaps = |sub: &Subspace| {
+                        let (b, e) = sub.range();
+                        begin.as_slice() < e.as_slice() && b.as_slice() < end.as_slice()
+                    };
+                    if overlaps(&self.followers) || overlaps(&self.counts) {
+                        self.known_counts.borrow_mut().clear();
+                        self.known_lists.borrow_mut().clear();
+                    }
+                }
+            }
+        }
+    }
+
+    fn wrote_key(&self, key: &[u8]) {
+        if key.starts_with(self.followers.bytes()) {
+            match graph::parse_any_edge(&self.followers, key) {
+                Some((followee, _)) => {
+                    self.known_lists.borrow_mut().remove(&followee);
+                }
+                None => self.known_lists.borrow_mut().clear(),
+            }
+        } else if key.starts_with(self.counts.bytes()) {
+            match graph::parse_count_user(&self.counts, key) {
+                Some(user) => {
+                    self.known_counts.borrow_mut().remove(&user);
+                }
+                None => self.known_counts.borrow_mut().clear(),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreGraph<'_> {
@@ -22,26 +94,36 @@ impl std::fmt::Debug for StoreGraph<'_> {
 impl<'a> StoreGraph<'a> {
     /// Reads the graph of projection `p` through `view`.
     pub fn new(view: &'a dyn ReadView, p: Projection) -> Self {
-        StoreGraph { view, p }
+        StoreGraph {
+            view,
+            p,
+            memo: None,
+        }
     }
-}
 
-impl GraphView for StoreGraph<'_> {
-    type Error = tidings_store::Error;
+    /// [`StoreGraph::new`] answering repeats from (and filling) `memo`, which must be
+    /// projection `p`'s and hold only what is true of `view` (see [`FollowerMemo`]).
+    pub fn with_memo(
+        view: &'a dyn ReadView,
+        p: Projection,
+        memo: Option<&'a FollowerMemo>,
+    ) -> Self {
+        StoreGraph { view, p, memo }
+    }
 
-    fn follower_count(&self, user: UserId) -> Result<u64, Self::Error> {
+    fn read_count(&self, user: UserId) -> Result<u64, tidings_store::Error> {
         let v = self
             .view
             .get(&graph::count(self.p, user, Count::Followers))?;
         Ok(v.map_or(0, |v| decode_i64(&v).max(0) as u64))
     }
 
-    fn followers_after(
+    fn read_followers(
         &self,
         user: UserId,
         after: Option<UserId>,
         limit: usize,
-    ) -> Result<Vec<UserId>, Self::Error> {
+    ) -> Result<Vec<UserId>, tidings_store::Error> {
         let sub = graph::edges_of(self.p, Edge::Follower, user);
         let (begin, end) = sub.range();
         let begin = match after {
@@ -60,6 +142,44 @@ impl GraphView for StoreGraph<'_> {
                 followers.extend(graph::parse_edge(&sub, k));
             })?;
         Ok(followers)
+    }
+}
+
+impl GraphView for StoreGraph<'_> {
+    type Error = tidings_store::Error;
+
+    fn follower_count(&self, user: UserId) -> Result<u64, Self::Error> {
+        let Some(memo) = self.memo else {
+            return self.read_count(user);
+        };
+        if let Some(n) = memo.known_counts.borrow().get(&user) {
+            return Ok(*n);
+        }
+        let n = self.read_count(user)?;
+        memo.known_counts.borrow_mut().insert(user, n);
+        Ok(n)
+    }
+
+    fn followers_after(
+        &self,
+        user: UserId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, Self::Error> {
+        // The first page only: later ones are steps of a large fan-out, read once each.
+        let Some(memo) = self.memo.filter(|_| after.is_none()) else {
+            return self.read_followers(user, after, limit);
+        };
+        if let Some((l, list)) = memo.known_lists.borrow().get(&user) {
+            if *l == limit {
+                return Ok(list.clone());
+            }
+        }
+        let list = self.read_followers(user, None, limit)?;
+        memo.known_lists
+            .borrow_mut()
+            .insert(user, (limit, list.clone()));
+        Ok(list)
     }
 
     fn excluded(
@@ -86,5 +206,92 @@ impl GraphView for StoreGraph<'_> {
         Ok((0..n)
             .map(|i| (0..sets.len()).any(|s| found.get(s * n + i).is_some_and(Option::is_some)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_core::fanout::{graph_edge_key, plan_graph};
+    use tidings_core::{EventId, GraphChange, GraphOp, Producer};
+    use tidings_store::rocks::{RocksOptions, RocksStore};
+    use tidings_store::{Overlay, Store};
+
+    /// Follows and unfollows among six users, planned and made visible through an overlay as
+    /// a bulk run does; after each, the memo'd graph answers exactly as a fresh read (also
+    /// after a clear-range of the follower edges). Without telling the memo it goes stale.
+    fn run(tell: bool) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let snap = store.snapshot().expect("snapshot");
+        let mut overlay = Overlay::new(&*snap);
+        let memo = FollowerMemo::new(1);
+        let mut seed = 7u64;
+        for step in 0..400u32 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (actor, subject) = ((seed >> 33) % 6 + 1, (seed >> 41) % 6 + 1);
+            let ms = if step % 97 == 96 {
+                let (b, e) = graph::edges(1, Edge::Follower).range();
+                vec![Mutation::ClearRange { begin: b, end: e }]
+            } else if actor != subject {
+                let g = GraphChange {
+                    id: EventId::from_bytes([step as u8; 16]),
+                    actor: actor as UserId,
+                    subject: subject as UserId,
+                    op: if seed % 3 == 0 {
+                        GraphOp::Unfollow
+                    } else {
+                        GraphOp::Follow
+                    },
+                    time_ms: i64::from(step),
+                    producer: Producer::new("t", "1"),
+                };
+                let exists = overlay
+                    .get(&graph_edge_key(1, &g))
+                    .expect("edge read")
+                    .is_some();
+                plan_graph(1, &g, exists).visible
+            } else {
+                continue;
+            };
+            if tell {
+                memo.wrote(&ms);
+            }
+            overlay.apply(&ms);
+            let (cached, fresh) = (
+                StoreGraph::with_memo(&overlay, 1, Some(&memo)),
+                StoreGraph::new(&overlay, 1),
+            );
+            for u in 1..=6 {
+                for limit in [2, 10] {
+                    let got = cached.followers_after(u, None, limit).expect("read");
+                    let want = fresh.followers_after(u, None, limit).expect("read");
+                    if got != want {
+                        return Err(format!(
+                            "step {step}: followers of {u} (limit {limit}): {got:?}, want {want:?}"
+                        ));
+                    }
+                }
+                let (got, want) = (
+                    cached.follower_count(u).expect("read"),
+                    fresh.follower_count(u).expect("read"),
+                );
+                if got != want {
+                    return Err(format!("step {step}: count of {u}: {got}, want {want}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_follower_memo_answers_as_a_fresh_read_through_follows_unfollows_and_clears() {
+        run(true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            run(false).is_err(),
+            "an untold memo must go stale (the test sees it)"
+        );
     }
 }

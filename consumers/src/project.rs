@@ -23,7 +23,7 @@ use tidings_core::keys::{self, pull, Projection};
 use tidings_core::UserId;
 use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
 
-use crate::graph::StoreGraph;
+use crate::graph::{FollowerMemo, StoreGraph};
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,21 @@ impl Projector {
         opts: &FanoutOptions,
         resume: Option<UserId>,
     ) -> Result<Step, ProjectError> {
-        let graph = StoreGraph::new(view, self.projection);
+        self.plan_memo(view, None, event, body, opts, resume)
+    }
+
+    /// [`Projector::plan_with`] reading follower counts and lists through `memo` (a bulk run;
+    /// see [`FollowerMemo`] for what keeps it true).
+    pub fn plan_memo(
+        &self,
+        view: &dyn ReadView,
+        memo: Option<&FollowerMemo>,
+        event: &Event,
+        body: &[u8],
+        opts: &FanoutOptions,
+        resume: Option<UserId>,
+    ) -> Result<Step, ProjectError> {
+        let graph = StoreGraph::with_memo(view, self.projection, memo);
         match event {
             Event::Activity(a) => self.activity(view, &graph, a, body, opts, resume),
             Event::Retraction(r) => self.retraction(view, &graph, r, resume),

@@ -95,6 +95,16 @@ pub fn count(p: Projection, user: UserId, what: Count) -> Vec<u8> {
     key_in(p, "cnt", &(user, name))
 }
 
+/// The subspace of every count of projection `p`.
+pub fn counts(p: Projection) -> Subspace {
+    keyspace(p, "cnt")
+}
+
+/// Decodes the user of a key inside [`counts`]`(p)`.
+pub fn parse_count_user(sub: &Subspace, key: &[u8]) -> Option<UserId> {
+    sub.unpack::<(UserId, String)>(key).ok().map(|(u, _)| u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +141,14 @@ mod tests {
         let k2 = edge(1, Edge::Follower, 5, 300);
         assert!(b < k1 && k1 < k2 && k2 < e);
         assert_eq!(parse_edge(&sub, &k2), Some(300));
+    }
+
+    #[test]
+    fn count_keys_parse_to_their_user() {
+        let sub = counts(1);
+        for what in [Count::Followers, Count::Muting] {
+            assert_eq!(parse_count_user(&sub, &count(1, -7, what)), Some(-7));
+        }
+        assert_eq!(parse_count_user(&sub, &edge(1, Edge::Follower, 5, 6)), None);
     }
 }

@@ -32,7 +32,10 @@ pub mod offsets;
 pub mod procstate;
 pub mod pull;
 
-use foundationdb_tuple::{pack, pack_into, Subspace, TuplePack};
+use foundationdb_tuple::{pack, pack_into, TuplePack};
+
+/// The tuple-layer subspace type the key functions return.
+pub use foundationdb_tuple::Subspace;
 
 /// A projection version: the first element of every projection key.
 pub type Projection = i64;
