@@ -1,6 +1,6 @@
 //! The follow graph as seen through a store snapshot, for fan-out planning.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use tidings_core::fanout::GraphView;
 use tidings_core::keys::graph::{self, Count, Edge};
@@ -24,7 +24,8 @@ pub struct StoreGraph<'a> {
 /// Sound only while every write of the projection passes [`FollowerMemo::wrote`] before the
 /// next read — a bulk run, the projection's only writer, whose planned writes all go through
 /// one place — which forgets each user whose follower edges or counts a write touches (and
-/// everything on a clear-range over either keyspace).
+/// everything on a clear-range over either keyspace). Bounded: past [`FollowerMemo::MAX_IDS`]
+/// follower ids (or as many counts) held, it starts over empty.
 #[derive(Debug)]
 pub struct FollowerMemo {
     followers: Subspace,
@@ -32,16 +33,65 @@ pub struct FollowerMemo {
     known_counts: RefCell<FastMap<UserId, u64>>,
     /// The first page of a user's followers, with the limit it was read with.
     known_lists: RefCell<FastMap<UserId, (usize, Vec<UserId>)>>,
+    /// Follower ids held in `known_lists`, and the most it may hold.
+    held: Cell<usize>,
+    max_ids: usize,
 }
 
 impl FollowerMemo {
+    /// The most follower ids (8 bytes each: 128 MiB) a memo holds before it starts over.
+    pub const MAX_IDS: usize = 1 << 24;
+
     /// An empty memo of projection `p`.
     pub fn new(p: Projection) -> Self {
+        Self::bounded(p, Self::MAX_IDS)
+    }
+
+    /// An empty memo of projection `p` holding at most `max_ids` follower ids.
+    pub fn bounded(p: Projection, max_ids: usize) -> Self {
         FollowerMemo {
             followers: graph::edges(p, Edge::Follower),
             counts: graph::counts(p),
             known_counts: RefCell::default(),
             known_lists: RefCell::default(),
+            held: Cell::new(0),
+            max_ids,
+        }
+    }
+
+    fn remember_list(&self, user: UserId, limit: usize, list: &[UserId]) {
+        let mut lists = self.known_lists.borrow_mut();
+        if self.held.get() + list.len() > self.max_ids {
+            lists.clear();
+            self.held.set(0);
+        }
+        self.held.set(self.held.get() + list.len());
+        if let Some((_, old)) = lists.insert(user, (limit, list.to_vec())) {
+            self.held.set(self.held.get() - old.len());
+        }
+    }
+
+    fn remember_count(&self, user: UserId, n: u64) {
+        let mut counts = self.known_counts.borrow_mut();
+        if counts.len() >= self.max_ids {
+            counts.clear();
+        }
+        counts.insert(user, n);
+    }
+
+    /// Forgets `user`'s list (`None`: every list).
+    fn forget_lists(&self, user: Option<UserId>) {
+        let mut lists = self.known_lists.borrow_mut();
+        match user {
+            Some(u) => {
+                if let Some((_, old)) = lists.remove(&u) {
+                    self.held.set(self.held.get() - old.len());
+                }
+            }
+            None => {
+                lists.clear();
+                self.held.set(0);
+            }
         }
     }
 
@@ -59,7 +109,7 @@ impl FollowerMemo {
                     };
                     if overlaps(&self.followers) || overlaps(&self.counts) {
                         self.known_counts.borrow_mut().clear();
-                        self.known_lists.borrow_mut().clear();
+                        self.forget_lists(None);
                     }
                 }
             }
@@ -68,12 +118,8 @@ impl FollowerMemo {
 
     fn wrote_key(&self, key: &[u8]) {
         if key.starts_with(self.followers.bytes()) {
-            match graph::parse_any_edge(&self.followers, key) {
-                Some((followee, _)) => {
-                    self.known_lists.borrow_mut().remove(&followee);
-                }
-                None => self.known_lists.borrow_mut().clear(),
-            }
+            let followee = graph::parse_any_edge(&self.followers, key).map(|(f, _)| f);
+            self.forget_lists(followee);
         } else if key.starts_with(self.counts.bytes()) {
             match graph::parse_count_user(&self.counts, key) {
                 Some(user) => {
@@ -156,7 +202,7 @@ impl GraphView for StoreGraph<'_> {
             return Ok(*n);
         }
         let n = self.read_count(user)?;
-        memo.known_counts.borrow_mut().insert(user, n);
+        memo.remember_count(user, n);
         Ok(n)
     }
 
@@ -176,9 +222,7 @@ impl GraphView for StoreGraph<'_> {
             }
         }
         let list = self.read_followers(user, None, limit)?;
-        memo.known_lists
-            .borrow_mut()
-            .insert(user, (limit, list.clone()));
+        memo.remember_list(user, limit, &list);
         Ok(list)
     }
 
@@ -220,12 +264,12 @@ mod tests {
     /// Follows and unfollows among six users, planned and made visible through an overlay as
     /// a bulk run does; after each, the memo'd graph answers exactly as a fresh read (also
     /// after a clear-range of the follower edges). Without telling the memo it goes stale.
-    fn run(tell: bool) -> Result<(), String> {
+    fn run(tell: bool, max_ids: usize) -> Result<(), String> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
         let snap = store.snapshot().expect("snapshot");
         let mut overlay = Overlay::new(&*snap);
-        let memo = FollowerMemo::new(1);
+        let memo = FollowerMemo::bounded(1, max_ids);
         let mut seed = 7u64;
         for step in 0..400u32 {
             seed = seed
@@ -288,9 +332,11 @@ mod tests {
 
     #[test]
     fn the_follower_memo_answers_as_a_fresh_read_through_follows_unfollows_and_clears() {
-        run(true).unwrap_or_else(|e| panic!("{e}"));
+        run(true, FollowerMemo::MAX_IDS).unwrap_or_else(|e| panic!("{e}"));
+        // So small that it starts over all the time.
+        run(true, 7).unwrap_or_else(|e| panic!("bounded: {e}"));
         assert!(
-            run(false).is_err(),
+            run(false, FollowerMemo::MAX_IDS).is_err(),
             "an untold memo must go stale (the test sees it)"
         );
     }
