@@ -140,11 +140,7 @@ impl std::fmt::Debug for StoreGraph<'_> {
 impl<'a> StoreGraph<'a> {
     /// Reads the graph of projection `p` through `view`.
     pub fn new(view: &'a dyn ReadView, p: Projection) -> Self {
-        StoreGraph {
-            view,
-            p,
-            memo: None,
-        }
+        Self::with_memo(view, p, None)
     }
 
     /// [`StoreGraph::new`] answering repeats from (and filling) `memo`, which must be
