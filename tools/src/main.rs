@@ -12,6 +12,7 @@ mod compose_tests;
 mod config;
 mod demo;
 mod logging;
+mod memory;
 mod ops;
 mod pipeline;
 mod pipeline_test;
@@ -134,8 +135,11 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First, before the work allocates: see `memory`.
+    let pages = memory::apply(std::env::var_os(memory::MIMALLOC_ALLOW_THP));
     let cli = Cli::parse();
     init_logging(&cli)?;
+    tracing::debug!(?pages, "transparent huge pages");
     match cli.command {
         Command::Up(args) => pipeline::up(args),
         Command::Consume(args) => pipeline::consume(args),
