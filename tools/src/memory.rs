@@ -6,9 +6,9 @@
 //! zeroed anew. In a rebuild that was ~40% of the planning thread's samples while it planned
 //! the first batch (`clear_page_erms`, under mimalloc's page allocation). Measured with
 //! `tidings bench replay`, eight runs alternated, same binary: the rebuild ran at 902k against
-//! 745k index entries/s with 17% less CPU. Databases ask for the same (RocksDB's and
-//! PostgreSQL's guides, Redis at start): huge pages here cost zeroing and memory, not TLB
-//! misses saved.
+//! 745k index entries/s with 17% less CPU; against the commit before, 888k against 742k (the
+//! README's table). Huge pages here cost more zeroing than they save in TLB misses;
+//! Redis, for one, warns at start when they are on.
 //!
 //! `MIMALLOC_ALLOW_THP` set in the environment (`1` keeps huge pages) is left to mimalloc,
 //! which reads it itself.
