@@ -18,10 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, Direction, IngestExternalFileOptions,
+    BlockBasedOptions, Cache, DBCompressionType, Direction, Env, IngestExternalFileOptions,
     IteratorMode, MergeOperands, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
     WriteOptions, DB,
 };
@@ -54,6 +54,15 @@ impl Default for RocksOptions {
         }
     }
 }
+
+/// L0 files at which RocksDB starts delaying writes (its default), and at which a bulk commit
+/// waits for compaction before ingesting more: ingestion itself never stalls, and a rebuild's
+/// files overlap one another (each batch spans every owner), so they all land in L0.
+const L0_SLOWDOWN: i32 = 20;
+
+/// How long a bulk commit waits for L0 to drain before it ingests anyway (with a warning):
+/// compaction paused or failing must not hang a rebuild.
+const L0_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// RocksDB behind the [`Store`] port.
 pub struct RocksStore {
@@ -109,6 +118,20 @@ impl RocksStore {
             std::thread::available_parallelism().map_or(2, |n| n.get()) as i32
         );
         opts.set_max_background_jobs(4);
+        opts.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN);
+        // Compactions run at nice 19: on a busy machine they take the cores the threads that
+        // commit and serve leave idle, instead of a share of theirs (a rebuild's planning and
+        // commit threads were preempted by compactions of the files they had just ingested).
+        // They still keep up: at the L0 slowdown trigger RocksDB delays writes, and a bulk
+        // commit waits ([`RocksStore::wait_for_l0`]), which leaves them the cores. Flushes (the
+        // high-priority pool) keep the normal priority.
+        let mut env = Env::new().map_err(|e| Error::Open {
+            backend: "rocksdb",
+            location: location.clone(),
+            message: e.into_string(),
+        })?;
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
         // Small memtables: fan-out inserts land on random feeds, and a skip-list insert's cost is
         // its cache misses, which grow with the list (`tidings bench store --memtable-mb`: 8 MiB
         // wrote ~1.3x the entries/s of 32 MiB; sizing L1 down to 4 memtables as well made page
@@ -216,6 +239,39 @@ impl RocksStore {
         self.checked(&batch.preconditions, || {
             self.db.write_opt(wb, &wo).map_err(backend_err)
         })
+    }
+
+    /// Waits while L0 holds [`L0_SLOWDOWN`] files or more (at most [`L0_WAIT_LIMIT`]), as
+    /// RocksDB's own write stall would for a write through the memtable.
+    fn wait_for_l0(&self) {
+        let level0 = || {
+            self.db
+                .property_int_value("rocksdb.num-files-at-level0")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let (started, mut files) = (Instant::now(), level0());
+        if files < L0_SLOWDOWN as u64 {
+            return;
+        }
+        while files >= L0_SLOWDOWN as u64 {
+            if started.elapsed() >= L0_WAIT_LIMIT {
+                tracing::warn!(
+                    files,
+                    waited_s = started.elapsed().as_secs(),
+                    "L0 is not draining (is compaction failing? see RocksDB's LOG in the store directory); ingesting anyway"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            files = level0();
+        }
+        tracing::debug!(
+            files_now = files,
+            ms = started.elapsed().as_millis() as u64,
+            "bulk commit waited for compaction to drain L0"
+        );
     }
 
     /// A fresh path for a table file beside the store.
@@ -646,6 +702,9 @@ impl Store for RocksStore {
         })()
         .map_err(backend_err);
         drop(order);
+        if written.is_ok() {
+            self.wait_for_l0();
+        }
         self.ingest(written, &paths, &batch.preconditions)
     }
 
@@ -724,6 +783,81 @@ mod tests {
         assert_eq!(
             s.snapshot().unwrap().get(b"k01999").unwrap(),
             Some(7u32.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn bulk_commits_wait_for_compaction_past_the_l0_slowdown_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let level0 = || {
+            s.db.property_int_value("rocksdb.num-files-at-level0")
+                .unwrap()
+                .unwrap()
+        };
+        let compactions = |on: bool| {
+            s.db.set_options(&[(
+                "disable_auto_compactions",
+                if on { "false" } else { "true" },
+            )])
+            .unwrap()
+        };
+        // Each batch is one table file over the same keys.
+        let batch = |round: u32| {
+            let mut b = WriteBatch::new();
+            for i in 0..500u32 {
+                b.set(
+                    format!("k{i:04}").into_bytes(),
+                    round.to_le_bytes().to_vec(),
+                );
+            }
+            b
+        };
+        compactions(false);
+        // The first file overlaps nothing and goes to the bottom level; the rest stay in L0.
+        let rounds = L0_SLOWDOWN as u32 + 1;
+        for round in 0..rounds {
+            s.commit_bulk_groups(batch(round), KeyGroups::new())
+                .unwrap();
+        }
+        assert_eq!(level0(), L0_SLOWDOWN as u64);
+        std::thread::scope(|scope| {
+            let next = scope.spawn(|| s.commit_bulk_groups(batch(rounds), KeyGroups::new()));
+            // With compactions off, L0 cannot drain: the commit is still waiting, however long
+            // it is given.
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !next.is_finished(),
+                "a bulk commit ingested past the trigger"
+            );
+            assert_eq!(level0(), L0_SLOWDOWN as u64);
+            compactions(true);
+            next.join().unwrap().unwrap();
+        });
+        assert!(level0() <= L0_SLOWDOWN as u64);
+        let last = rounds.to_le_bytes().to_vec();
+        assert_eq!(s.snapshot().unwrap().get(b"k0499").unwrap(), Some(last));
+        // Those compactions ran on the low-priority pool, which lowers a thread's priority
+        // before it runs a job.
+        let niced = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                // The fields after the parenthesised name: state is the 3rd, nice the 19th.
+                let nice = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(16)?
+                    .to_string();
+                (comm.trim() == "rocksdb:low").then_some(nice)
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            niced.iter().any(|n| n == "19"),
+            "no compaction thread at nice 19: {niced:?}"
         );
     }
 
