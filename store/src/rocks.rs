@@ -274,6 +274,51 @@ impl RocksStore {
         );
     }
 
+    /// Writes the keys of `w` at `order` (in key order) as one table file per keyspace,
+    /// pushing each file's path to `paths` as it is created (so a failure can remove them).
+    fn write_tables(
+        &self,
+        w: Writes<'_>,
+        order: &[u32],
+        paths: &mut Vec<PathBuf>,
+    ) -> std::result::Result<(), rocksdb::Error> {
+        // One file per keyspace: the keys are in order, so each keyspace is one run. A key
+        // that starts with the open file's whole keyspace (both elements parsed) is of that
+        // keyspace, as tuple elements delimit themselves; only other keys are parsed.
+        let mut file: Option<(&[u8], bool, SstFileWriter)> = None;
+        fold_in_order(w, order, |k, f| {
+            let same = match &file {
+                Some((open, true, _)) => k.starts_with(open),
+                Some((open, false, _)) => *open == keyspace_prefix(k).0,
+                None => false,
+            };
+            let writer = match &mut file {
+                Some((_, _, writer)) if same => writer,
+                _ => {
+                    if let Some((_, _, mut done)) = file.take() {
+                        done.finish()?;
+                    }
+                    let (space, whole) = keyspace_prefix(k);
+                    let path = self.table_path("bulk");
+                    let writer = SstFileWriter::create(&self.bulk_opts);
+                    writer.open(&path)?;
+                    paths.push(path);
+                    &mut file.insert((space, whole, writer)).2
+                }
+            };
+            match f {
+                Folded::Put(v) => writer.put(k, v),
+                Folded::PutSum(n) => writer.put(k, n.to_le_bytes()),
+                Folded::Delete => writer.delete(k),
+                Folded::Merge(d) => writer.merge(k, d.to_le_bytes()),
+            }
+        })?;
+        if let Some((_, _, mut done)) = file {
+            done.finish()?;
+        }
+        Ok(())
+    }
+
     /// A fresh path for a table file beside the store.
     fn table_path(&self, what: &str) -> PathBuf {
         let n = self.loads.fetch_add(1, Ordering::Relaxed);
@@ -420,6 +465,22 @@ fn key_order(w: Writes<'_>) -> Option<Vec<u32>> {
     }
     let n = u32::try_from(w.len()).ok()?;
     Some(keysort::order(n, |i| w.key(i)))
+}
+
+/// A bulk batch with fewer keys than this is written on one thread.
+const BULK_SPLIT_MIN: usize = 100_000;
+
+/// `order` split in two halves between two different keys (each key's writes stay in one
+/// half), or whole and an empty second part under `min` keys.
+fn split_between_keys<'o>(w: Writes<'_>, order: &'o [u32], min: usize) -> (&'o [u32], &'o [u32]) {
+    if order.len() < min.max(2) {
+        return (order, &[]);
+    }
+    let mut mid = order.len() / 2;
+    while mid < order.len() && w.key(order[mid - 1]) == w.key(order[mid]) {
+        mid += 1;
+    }
+    order.split_at(mid)
 }
 
 /// Calls `emit` once per key of `w`, in key order ([`key_order`]), with what the key ends as:
@@ -662,44 +723,36 @@ impl Store for RocksStore {
         if order.is_empty() {
             return self.checked(&batch.preconditions, || Ok(()));
         }
+        // Two halves of the key order, written on two threads into their own table files:
+        // the planning thread waits for this commit for much of it, leaving a core idle. The
+        // halves split between two keys, so their files never overlap.
+        let (first, second) = split_between_keys(writes, &order, BULK_SPLIT_MIN);
         let mut paths = Vec::new();
-        let written = (|| {
-            // One file per keyspace: the keys are in order, so each keyspace is one run. A key
-            // that starts with the open file's whole keyspace (both elements parsed) is of that
-            // keyspace, as tuple elements delimit themselves; only other keys are parsed.
-            let mut file: Option<(&[u8], bool, SstFileWriter)> = None;
-            fold_in_order(writes, &order, |k, f| {
-                let same = match &file {
-                    Some((open, true, _)) => k.starts_with(open),
-                    Some((open, false, _)) => *open == keyspace_prefix(k).0,
-                    None => false,
-                };
-                let w = match &mut file {
-                    Some((_, _, w)) if same => w,
-                    _ => {
-                        if let Some((_, _, mut done)) = file.take() {
-                            done.finish()?;
-                        }
-                        let (space, whole) = keyspace_prefix(k);
-                        let path = self.table_path("bulk");
-                        let w = SstFileWriter::create(&self.bulk_opts);
-                        w.open(&path)?;
-                        paths.push(path);
-                        &mut file.insert((space, whole, w)).2
-                    }
-                };
-                match f {
-                    Folded::Put(v) => w.put(k, v),
-                    Folded::PutSum(n) => w.put(k, n.to_le_bytes()),
-                    Folded::Delete => w.delete(k),
-                    Folded::Merge(d) => w.merge(k, d.to_le_bytes()),
+        let written = std::thread::scope(|scope| {
+            let beside = (!second.is_empty())
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("bulk-write".into())
+                        .spawn_scoped(scope, move || {
+                            let mut paths = Vec::new();
+                            (self.write_tables(writes, second, &mut paths), paths)
+                        })
+                        .ok()
+                })
+                .flatten();
+            let mut result = self.write_tables(writes, first, &mut paths);
+            match beside {
+                Some(h) => {
+                    let (r, more) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    paths.extend(more);
+                    result = result.and(r);
                 }
-            })?;
-            if let Some((_, _, mut done)) = file {
-                done.finish()?;
+                // No second half, or no thread for it (then it is written here, after).
+                None if result.is_ok() => result = self.write_tables(writes, second, &mut paths),
+                None => {}
             }
-            Ok(())
-        })()
+            result
+        })
         .map_err(backend_err);
         drop(order);
         if written.is_ok() {
@@ -859,6 +912,63 @@ mod tests {
             niced.iter().any(|n| n == "19"),
             "no compaction thread at nice 19: {niced:?}"
         );
+    }
+
+    #[test]
+    fn a_large_bulk_commit_is_written_in_two_halves_that_keep_each_key_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let keys = BULK_SPLIT_MIN as u32;
+        let key = |i: u32| tidings_core::keys::projection(1).pack(&("cnt", i64::from(i)));
+        let mut b = WriteBatch::new();
+        // Every key is added to three times, the writes of one key far apart in the batch:
+        // a key whose writes were split between the halves would be written twice, overlapping.
+        for round in 1..=3i64 {
+            for i in 0..keys {
+                b.add(key(i), round);
+            }
+        }
+        s.commit_bulk(b).unwrap();
+        let mut files = s.db.live_files().unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        files.sort_by(|x, y| x.start_key.cmp(&y.start_key));
+        assert!(files[0].end_key < files[1].start_key, "{files:?}");
+        assert_eq!(
+            files.iter().map(|f| f.num_entries).sum::<u64>(),
+            u64::from(keys)
+        );
+        let v = s.snapshot().unwrap();
+        for i in [0, keys / 2 - 1, keys / 2, keys / 2 + 1, keys - 1] {
+            assert_eq!(v.get(&key(i)).unwrap(), Some(6i64.to_le_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn split_between_keys_moves_the_cut_past_a_run_of_one_key() {
+        let ms: Vec<Mutation> = [b"a", b"b", b"b", b"b", b"c"]
+            .iter()
+            .map(|k| Mutation::Set {
+                key: k.to_vec(),
+                value: Vec::new(),
+            })
+            .collect();
+        let groups = KeyGroups::new();
+        let w = Writes {
+            ms: &ms,
+            groups: &groups,
+        };
+        let order = [0, 1, 2, 3, 4];
+        assert_eq!(split_between_keys(w, &order, 2), (&order[..4], &order[4..]));
+        // The cut only moves forward: past the end, the whole is one part.
+        assert_eq!(
+            split_between_keys(w, &order[..4], 2),
+            (&order[..4], &[][..])
+        );
+        assert_eq!(
+            split_between_keys(w, &order[1..4], 2),
+            (&order[1..4], &[][..])
+        );
+        assert_eq!(split_between_keys(w, &order, 6), (&order[..], &[][..]));
     }
 
     #[test]
