@@ -50,7 +50,8 @@ pub fn ensure(store: &dyn Store, location: &str) -> Result<()> {
 /// `key`'s keyspace prefix — its first two FoundationDB tuple elements when they are
 /// integers, strings or byte strings: `(p, "feed")` of a tidings projection key,
 /// `("meta", "active")` — or as much of that as parses, and whether both elements parsed. A
-/// bulk commit writes one table file per keyspace, so files of different keyspaces never
+/// bulk commit writes one table file per keyspace (two at the cut of a large batch, see
+/// `RocksStore::commit_bulk`), so files of different keyspaces never
 /// overlap: a graph read never consults a file of feed entries, and a keyspace written in key
 /// order (bodies under time-ordered ids, offsets) is ingested at the bottom level, needing no
 /// compaction.

@@ -701,9 +701,10 @@ impl Store for RocksStore {
     }
 
     /// Folds the batch into one operation per key and writes it as table files, one per
-    /// keyspace ([`keyspace_prefix`]), ingested together atomically after the preconditions are
-    /// checked (a batch with a clear-range goes through
-    /// the memtable instead). Ingested files get a sequence number above every open view, so
+    /// keyspace ([`keyspace_prefix`]; a batch of [`BULK_SPLIT_MIN`] keys or more is written as
+    /// two halves of its key order on two threads, so the keyspace at the cut has two files
+    /// that do not overlap), ingested together atomically after the preconditions are
+    /// checked (a batch with a clear-range goes through the memtable instead). Ingested files get a sequence number above every open view, so
     /// views keep their snapshot.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         self.commit_bulk_groups(batch, KeyGroups::new())
