@@ -10,9 +10,10 @@
 //! reloads count in `tidings_pipeline_reloads_total`; the chain's version is the gauge
 //! `tidings_pipeline_chain_version`.
 //!
-//! The watcher polls the file's modification time and length (every ~1 s by default): no
-//! inotify dependency, and it works the same on every file system and for editors that
-//! replace the file.
+//! The watcher polls a hash of the file's contents (every ~1 s by default): no inotify
+//! dependency, and it works the same on every file system and for editors that replace the
+//! file. A change is loaded once two polls in a row read the same new contents, so a file
+//! caught mid-write (truncated by a plain write, not yet filled) is not loaded.
 //!
 //! Non-goals: reloading `[query]` (the query service reads it at start).
 
@@ -138,17 +139,50 @@ impl Reloader {
         std::thread::Builder::new()
             .name("config-watch".into())
             .spawn(move || {
-                let mut seen = loaded;
+                let mut settle = Settle::new(loaded);
                 while !stop.load(Ordering::SeqCst) {
                     std::thread::sleep(every);
-                    let now = stamp(&path);
-                    if now != seen {
-                        seen = now;
+                    if settle.observe(stamp(&path)) {
                         tracing::info!(path = %path.display(), "config file changed; reloading the processor chain");
                         let _ = self.reload_from_file(&path);
                     }
                 }
             })
+    }
+}
+
+/// When a polled file has changed for good: its new contents read the same twice in a row.
+/// A plain write truncates the file, then fills it; a poll in between reads an empty or
+/// partial file, which must not be loaded (an empty file is a valid, empty chain).
+#[derive(Debug)]
+struct Settle {
+    /// The contents last loaded (or found at start).
+    seen: Stamp,
+    /// New contents read once, waiting for a second read.
+    pending: Option<Stamp>,
+}
+
+impl Settle {
+    fn new(loaded: Stamp) -> Settle {
+        Settle {
+            seen: loaded,
+            pending: None,
+        }
+    }
+
+    /// Takes one poll's stamp; true when the file should be loaded now.
+    fn observe(&mut self, now: Stamp) -> bool {
+        if now == self.seen {
+            self.pending = None;
+            return false;
+        }
+        if self.pending == Some(now) {
+            self.seen = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(now);
+        false
     }
 }
 
@@ -249,6 +283,27 @@ mod tests {
         let e = r.reload_from_toml(TWO).unwrap_err();
         assert!(e.contains("no broker"), "{e}");
         assert_eq!(handle.current().1, 3);
+    }
+
+    #[test]
+    fn a_change_is_loaded_once_two_polls_agree_and_a_transient_never() {
+        let (a, b, c, empty) = (Some(1), Some(2), Some(3), Some(0));
+        let mut s = Settle::new(a);
+        assert!(!s.observe(a));
+        // Caught mid-write: empty, then the new contents; loaded at their second read only.
+        assert!(!s.observe(empty));
+        assert!(!s.observe(b));
+        assert!(s.observe(b));
+        assert!(!s.observe(b));
+        // A change that reverts before its second read is never loaded.
+        assert!(!s.observe(c));
+        assert!(!s.observe(b));
+        assert!(!s.observe(b));
+        // Unreadable (deleted) counts as contents too: loaded (and refused) once it stays so.
+        assert!(!s.observe(None));
+        assert!(s.observe(None));
+        assert!(!s.observe(a));
+        assert!(s.observe(a));
     }
 
     #[test]
