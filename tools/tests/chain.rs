@@ -293,32 +293,34 @@ fn hot_reload_mid_stream_loses_and_doubles_nothing_and_a_bad_file_keeps_the_old_
     std::fs::write(&config, emit_to("side-a")).unwrap();
     let port = tidings_producers::broker::free_port().unwrap();
     let log_path = tmp.path().join("up.log");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "up",
-            "--brokers",
-            &b.bootstrap(),
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--instance",
-            "0/1",
-            "--reread-from-start",
-            "--config-poll-ms",
-            "50",
-        ])
-        .args(["--admin-token", "t0ken"])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data")
-        .arg(tmp.path().join("data"))
-        .env("TIDINGS_LOG", "warn")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut up = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args([
+                "up",
+                "--brokers",
+                &b.bootstrap(),
+                "--partitions",
+                &PARTITIONS.to_string(),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--instance",
+                "0/1",
+                "--reread-from-start",
+                "--config-poll-ms",
+                "50",
+            ])
+            .args(["--admin-token", "t0ken"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(tmp.path().join("data"))
+            .env("TIDINGS_LOG", "warn")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let rt = rt();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");

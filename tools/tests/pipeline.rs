@@ -345,24 +345,26 @@ fn tidings_up_serves_ingest_and_feeds_and_stops_cleanly_on_ctrl_c() {
     use std::process::{Command, Stdio};
     let tmp = tempfile::tempdir().unwrap();
     let port = tidings_producers::broker::free_port().unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["up", "--partitions", "2", "--session-timeout-ms", "6000"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(tmp.path())
-        // The embedded store allows one process: `up` takes the backups itself.
-        .arg("--backup-dir")
-        .arg(tmp.path().join("backups"))
-        .args([
-            "--backup-full-every-s",
-            "3",
-            "--backup-incremental-every-s",
-            "1",
-        ])
-        .env("TIDINGS_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut up = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["up", "--partitions", "2", "--session-timeout-ms", "6000"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(tmp.path())
+            // The embedded store allows one process: `up` takes the backups itself.
+            .arg("--backup-dir")
+            .arg(tmp.path().join("backups"))
+            .args([
+                "--backup-full-every-s",
+                "3",
+                "--backup-incremental-every-s",
+                "1",
+            ])
+            .env("TIDINGS_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let rt = rt();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");

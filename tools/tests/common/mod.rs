@@ -19,6 +19,31 @@ pub mod roles;
 
 pub const PARTITIONS: i32 = 4;
 
+/// A spawned `tidings` process that is killed when dropped: a test that fails (panics) before
+/// stopping it must not leave it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already exited (the test stopped it): both are no-ops.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A broker in memory with tidings' topics created.
 pub fn broker(tmp: &std::path::Path) -> LocalBroker {
     broker_on(BrokerStorage::Memory, tmp)
