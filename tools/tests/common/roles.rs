@@ -2,14 +2,14 @@
 //! tests: `/ready`, `/metrics`, `/v1/admin/...`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 /// A running `tidings` process with an HTTP address; SIGKILLed when dropped.
 pub struct Role {
-    child: Option<Child>,
+    child: Option<super::KillOnDrop>,
     log: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -33,7 +33,7 @@ impl Role {
             cmd.env(k, v);
         }
         Role {
-            child: Some(cmd.spawn().unwrap()),
+            child: Some(super::KillOnDrop(cmd.spawn().unwrap())),
             log,
             base: format!("http://127.0.0.1:{port}"),
         }
@@ -93,15 +93,6 @@ impl Role {
         let log = self.log();
         assert!(status.success(), "exit status {status}; log:\n{log}");
         log
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
