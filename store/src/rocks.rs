@@ -703,9 +703,9 @@ impl Store for RocksStore {
     /// Folds the batch into one operation per key and writes it as table files, one per
     /// keyspace ([`keyspace_prefix`]; a batch of [`BULK_SPLIT_MIN`] keys or more is written as
     /// two halves of its key order on two threads, so the keyspace at the cut has two files
-    /// that do not overlap), ingested together atomically after the preconditions are
-    /// checked (a batch with a clear-range goes through the memtable instead). Ingested files get a sequence number above every open view, so
-    /// views keep their snapshot.
+    /// that do not overlap), ingested together atomically after the preconditions are checked
+    /// (a batch with a clear-range goes through the memtable instead). Ingested files get a
+    /// sequence number above every open view, so views keep their snapshot.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         self.commit_bulk_groups(batch, KeyGroups::new())
     }
@@ -730,17 +730,17 @@ impl Store for RocksStore {
         let (first, second) = split_between_keys(writes, &order, BULK_SPLIT_MIN);
         let mut paths = Vec::new();
         let written = std::thread::scope(|scope| {
-            let beside = (!second.is_empty())
-                .then(|| {
-                    std::thread::Builder::new()
-                        .name("bulk-write".into())
-                        .spawn_scoped(scope, move || {
-                            let mut paths = Vec::new();
-                            (self.write_tables(writes, second, &mut paths), paths)
-                        })
-                        .ok()
-                })
-                .flatten();
+            let beside = if second.is_empty() {
+                None
+            } else {
+                std::thread::Builder::new()
+                    .name("bulk-write".into())
+                    .spawn_scoped(scope, move || {
+                        let mut paths = Vec::new();
+                        (self.write_tables(writes, second, &mut paths), paths)
+                    })
+                    .ok()
+            };
             let mut result = self.write_tables(writes, first, &mut paths);
             match beside {
                 Some(h) => {
