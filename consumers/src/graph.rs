@@ -23,14 +23,17 @@ pub struct StoreGraph<'a> {
 ///
 /// Sound only while every write of the projection passes [`FollowerMemo::wrote`] before the
 /// next read — a bulk run, the projection's only writer, whose planned writes all go through
-/// one place — which forgets each user whose follower edges or counts a write touches (and
-/// everything on a clear-range over either keyspace). Bounded: past [`FollowerMemo::MAX_IDS`]
-/// follower ids (or as many counts) held, it starts over empty.
+/// one place — which forgets each user whose follower edges a write touches, adds an atomic
+/// add to a follower count it holds (a follow: the count stays known, a read less per follow)
+/// and forgets a count set or cleared (everything on a clear-range over either keyspace).
+/// Bounded: past [`FollowerMemo::MAX_IDS`] follower ids (or as many counts) held, it starts
+/// over empty.
 #[derive(Debug)]
 pub struct FollowerMemo {
     followers: Subspace,
     counts: Subspace,
-    known_counts: RefCell<FastMap<UserId, u64>>,
+    /// Follower counts as stored (i64; a reader sees negatives as 0).
+    known_counts: RefCell<FastMap<UserId, i64>>,
     /// The first page of a user's followers, with the limit it was read with.
     known_lists: RefCell<FastMap<UserId, (usize, Vec<UserId>)>>,
     /// Follower ids held in `known_lists`, and the most it may hold.
@@ -71,7 +74,7 @@ impl FollowerMemo {
         }
     }
 
-    fn remember_count(&self, user: UserId, n: u64) {
+    fn remember_count(&self, user: UserId, n: i64) {
         let mut counts = self.known_counts.borrow_mut();
         if counts.len() >= self.max_ids {
             counts.clear();
@@ -99,9 +102,8 @@ impl FollowerMemo {
     pub fn wrote(&self, ms: &[Mutation]) {
         for m in ms {
             match m {
-                Mutation::Set { key, .. } | Mutation::Clear { key } | Mutation::Add { key, .. } => {
-                    self.wrote_key(key)
-                }
+                Mutation::Set { key, .. } | Mutation::Clear { key } => self.wrote_key(key, None),
+                Mutation::Add { key, delta } => self.wrote_key(key, Some(*delta)),
                 Mutation::ClearRange { begin, end } => {
                     let overlaps = |sub: &Subspace| {
                         let (b, e) = sub.range();
@@ -116,16 +118,27 @@ impl FollowerMemo {
         }
     }
 
-    fn wrote_key(&self, key: &[u8]) {
+    /// `added`: the write is an atomic add of this much (else a set or a clear).
+    fn wrote_key(&self, key: &[u8], added: Option<i64>) {
         if key.starts_with(self.followers.bytes()) {
             let followee = graph::parse_any_edge(&self.followers, key).map(|(f, _)| f);
             self.forget_lists(followee);
         } else if key.starts_with(self.counts.bytes()) {
-            match graph::parse_count_user(&self.counts, key) {
-                Some(user) => {
-                    self.known_counts.borrow_mut().remove(&user);
+            let mut counts = self.known_counts.borrow_mut();
+            match graph::parse_count(&self.counts, key) {
+                // Another count of the user: not held.
+                Some((_, Some(what))) if what != Count::Followers => {}
+                Some((user, Some(_))) => match (added, counts.get_mut(&user)) {
+                    (Some(delta), Some(n)) => *n = n.wrapping_add(delta),
+                    (Some(_), None) => {}
+                    (None, _) => {
+                        counts.remove(&user);
+                    }
+                },
+                Some((user, None)) => {
+                    counts.remove(&user);
                 }
-                None => self.known_counts.borrow_mut().clear(),
+                None => counts.clear(),
             }
         }
     }
@@ -153,11 +166,12 @@ impl<'a> StoreGraph<'a> {
         StoreGraph { view, p, memo }
     }
 
-    fn read_count(&self, user: UserId) -> Result<u64, tidings_store::Error> {
+    /// The follower count as stored (0 when absent).
+    fn read_count(&self, user: UserId) -> Result<i64, tidings_store::Error> {
         let v = self
             .view
             .get(&graph::count(self.p, user, Count::Followers))?;
-        Ok(v.map_or(0, |v| decode_i64(&v).max(0) as u64))
+        Ok(v.map_or(0, |v| decode_i64(&v)))
     }
 
     fn read_followers(
@@ -191,15 +205,21 @@ impl GraphView for StoreGraph<'_> {
     type Error = tidings_store::Error;
 
     fn follower_count(&self, user: UserId) -> Result<u64, Self::Error> {
-        let Some(memo) = self.memo else {
-            return self.read_count(user);
+        let stored = match self.memo {
+            None => self.read_count(user)?,
+            Some(memo) => {
+                let known = memo.known_counts.borrow().get(&user).copied();
+                match known {
+                    Some(n) => n,
+                    None => {
+                        let n = self.read_count(user)?;
+                        memo.remember_count(user, n);
+                        n
+                    }
+                }
+            }
         };
-        if let Some(n) = memo.known_counts.borrow().get(&user) {
-            return Ok(*n);
-        }
-        let n = self.read_count(user)?;
-        memo.remember_count(user, n);
-        Ok(n)
+        Ok(stored.max(0) as u64)
     }
 
     fn followers_after(
@@ -257,9 +277,10 @@ mod tests {
     use tidings_store::rocks::{RocksOptions, RocksStore};
     use tidings_store::{Overlay, Store};
 
-    /// Follows and unfollows among six users, planned and made visible through an overlay as
-    /// a bulk run does; after each, the memo'd graph answers exactly as a fresh read (also
-    /// after a clear-range of the follower edges). Without telling the memo it goes stale.
+    /// Follows, unfollows and blocks among six users, planned and made visible through an
+    /// overlay as a bulk run does; after each, the memo'd graph answers exactly as a fresh read
+    /// (also after a clear-range of the follower edges), its counts kept up by the adds. Without
+    /// telling the memo it goes stale.
     fn run(tell: bool, max_ids: usize) -> Result<(), String> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
@@ -280,10 +301,11 @@ mod tests {
                     id: EventId::from_bytes([step as u8; 16]),
                     actor: actor as UserId,
                     subject: subject as UserId,
-                    op: if seed % 3 == 0 {
-                        GraphOp::Unfollow
-                    } else {
-                        GraphOp::Follow
+                    // Blocks add to another count of the actor, which the memo does not hold.
+                    op: match seed % 5 {
+                        0 => GraphOp::Unfollow,
+                        1 => GraphOp::Block,
+                        _ => GraphOp::Follow,
                     },
                     time_ms: i64::from(step),
                     producer: Producer::new("t", "1"),

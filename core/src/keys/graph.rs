@@ -102,7 +102,23 @@ pub fn counts(p: Projection) -> Subspace {
 
 /// Decodes the user of a key inside [`counts`]`(p)`.
 pub fn parse_count_user(sub: &Subspace, key: &[u8]) -> Option<UserId> {
-    sub.unpack::<(UserId, String)>(key).ok().map(|(u, _)| u)
+    parse_count(sub, key).map(|(u, _)| u)
+}
+
+/// The user and the count of a key of [`counts`]; `None` for any other key (the count's kind
+/// too when its name is not one of [`Count`]'s).
+pub fn parse_count(sub: &Subspace, key: &[u8]) -> Option<(UserId, Option<Count>)> {
+    let (user, name) = sub
+        .unpack::<(UserId, std::borrow::Cow<'_, str>)>(key)
+        .ok()?;
+    let what = match &*name {
+        "followers" => Some(Count::Followers),
+        "following" => Some(Count::Following),
+        "blocking" => Some(Count::Blocking),
+        "muting" => Some(Count::Muting),
+        _ => None,
+    };
+    Some((user, what))
 }
 
 #[cfg(test)]
@@ -148,7 +164,15 @@ mod tests {
         let sub = counts(1);
         for what in [Count::Followers, Count::Muting] {
             assert_eq!(parse_count_user(&sub, &count(1, -7, what)), Some(-7));
+            assert_eq!(
+                parse_count(&sub, &count(1, -7, what)),
+                Some((-7, Some(what)))
+            );
         }
+        assert_eq!(
+            parse_count(&sub, &sub.pack(&(3i64, "other"))),
+            Some((3, None))
+        );
         assert_eq!(parse_count_user(&sub, &edge(1, Edge::Follower, 5, 6)), None);
     }
 }
