@@ -821,10 +821,12 @@ impl Applier {
         let memo = Rc::new(FollowerMemo::new(self.projector.projection));
         let mut snap = self.store.snapshot()?;
         let mut opened = Instant::now();
+        let mine = keys::projection(self.projector.projection).range();
         while records.peek().is_some() {
             let planning = Instant::now();
             let mut n = 0;
-            let memo_view = Memo::new(&*snap, &cache);
+            // Before its first commit a rebuild's projection is empty: reads of it need no store.
+            let memo_view = Memo::new(&*snap, &cache).noting_empty(&mine.0, &mine.1)?;
             let mut overlay = Overlay::layered(&memo_view, std::mem::take(&mut lower));
             let mut p = Pending::new();
             p.memo = Some(memo.clone());

@@ -88,6 +88,8 @@ impl ReadCache {
 pub struct Memo<'a> {
     base: &'a dyn ReadView,
     cache: &'a ReadCache,
+    /// A range `base` holds no key of (see [`Memo::noting_empty`]).
+    empty: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Memo<'_> {
@@ -101,7 +103,43 @@ impl<'a> Memo<'a> {
     /// true of `base` (see [`ReadCache::forget`]).
     pub fn new(base: &'a dyn ReadView, cache: &'a ReadCache) -> Self {
         cache.bound();
-        Memo { base, cache }
+        Memo {
+            base,
+            cache,
+            empty: None,
+        }
+    }
+
+    /// Looks (one range read) whether the base holds any key of `begin..end`; if none, every
+    /// read inside that range answers "nothing" at once, without the base or the cache. A
+    /// rebuild's first batch is planned over its projection still empty, and a follow reads
+    /// keys of it that cannot be there yet (does the edge exist? the subject's posts to
+    /// backfill), each a RocksDB lookup and a cache entry. One range is noted: a later empty
+    /// one replaces it.
+    pub fn noting_empty(mut self, begin: &[u8], end: &[u8]) -> Result<Self> {
+        if begin < end
+            && self
+                .base
+                .range(begin, end, RangeOptions::forward(1))?
+                .is_empty()
+        {
+            self.empty = Some((begin.to_vec(), end.to_vec()));
+        }
+        Ok(self)
+    }
+
+    /// Whether `key` lies in the range the base holds nothing of.
+    fn known_absent(&self, key: &[u8]) -> bool {
+        self.empty
+            .as_ref()
+            .is_some_and(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+    }
+
+    /// Whether `begin..end` lies inside the range the base holds nothing of.
+    fn known_empty(&self, begin: &[u8], end: &[u8]) -> bool {
+        self.empty
+            .as_ref()
+            .is_some_and(|(b, e)| b.as_slice() <= begin && end <= e.as_slice())
     }
 }
 
@@ -127,6 +165,9 @@ impl Memo<'_> {
 
 impl ReadView for Memo<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.known_absent(key) {
+            return Ok(None);
+        }
         if let Some(v) = self.cache.gets.borrow().get(key) {
             return Ok(v.clone());
         }
@@ -139,7 +180,7 @@ impl ReadView for Memo<'_> {
         let missing: Vec<Vec<u8>> = {
             let gets = self.cache.gets.borrow();
             keys.iter()
-                .filter(|k| !gets.contains_key(*k))
+                .filter(|k| !self.known_absent(k) && !gets.contains_key(*k))
                 .cloned()
                 .collect()
         };
@@ -153,11 +194,20 @@ impl ReadView for Memo<'_> {
         let gets = self.cache.gets.borrow();
         Ok(keys
             .iter()
-            .map(|k| gets.get(k).cloned().flatten())
+            .map(|k| {
+                if self.known_absent(k) {
+                    None
+                } else {
+                    gets.get(k).cloned().flatten()
+                }
+            })
             .collect())
     }
 
     fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
+        if self.known_empty(begin, end) {
+            return Ok(Vec::new());
+        }
         Ok(self.cached_range(begin, end, opts)?.to_vec())
     }
 
@@ -168,6 +218,9 @@ impl ReadView for Memo<'_> {
         opts: RangeOptions,
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<()> {
+        if self.known_empty(begin, end) {
+            return Ok(());
+        }
         for (k, v) in self.cached_range(begin, end, opts)?.iter() {
             visit(k, v);
         }
@@ -191,6 +244,69 @@ mod tests {
     use super::*;
     use crate::rocks::{RocksOptions, RocksStore};
     use crate::{Store, WriteBatch};
+
+    /// A view that counts the reads reaching it.
+    struct Counted<'a>(&'a dyn ReadView, std::cell::Cell<usize>);
+
+    impl ReadView for Counted<'_> {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+            self.1.set(self.1.get() + 1);
+            self.0.get_many(keys)
+        }
+        fn range(&self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
+            self.1.set(self.1.get() + 1);
+            self.0.range(begin, end, opts)
+        }
+    }
+
+    #[test]
+    fn reads_inside_a_range_the_base_holds_nothing_of_answer_without_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let mut b = WriteBatch::new();
+        b.set(b"b1".to_vec(), b"x".to_vec())
+            .set(b"c1".to_vec(), b"y".to_vec());
+        store.commit(b).expect("commit");
+        let snap = store.snapshot().expect("snapshot");
+        let base = Counted(&*snap, Default::default());
+        let cache = ReadCache::new();
+        let memo = Memo::new(&base, &cache)
+            .noting_empty(b"a", b"b")
+            .expect("look")
+            // Holds keys: not noted.
+            .noting_empty(b"b", b"c")
+            .expect("look");
+        assert_eq!(base.1.get(), 2, "one range read per look");
+        let fwd = RangeOptions::forward(0);
+        assert_eq!(memo.get(b"a5").expect("get"), None);
+        assert_eq!(
+            memo.get_many(&[b"a1".to_vec()]).expect("get_many"),
+            vec![None]
+        );
+        assert!(memo.range(b"a1", b"a9", fwd).expect("range").is_empty());
+        let mut visited = 0;
+        memo.range_visit(b"a", b"b", fwd, &mut |_, _| visited += 1)
+            .expect("visit");
+        assert_eq!(
+            (visited, base.1.get()),
+            (0, 2),
+            "the base was read inside the empty range"
+        );
+        assert_eq!(format!("{cache:?}"), "ReadCache { gets: 0, ranges: 0 }");
+        // Outside it (`b..c` holds keys, so it was not noted), or reaching past it: the base.
+        assert_eq!(memo.get(b"b1").expect("get"), Some(b"x".to_vec()));
+        assert_eq!(memo.range(b"a", b"c", fwd).expect("range").len(), 1);
+        assert_eq!(
+            memo.get_many(&[b"a1".to_vec(), b"c1".to_vec()])
+                .expect("get_many"),
+            vec![None, Some(b"y".to_vec())]
+        );
+        assert_eq!(base.1.get(), 5);
+    }
 
     #[test]
     fn a_visitor_may_read_the_view_it_visits() {
