@@ -245,6 +245,18 @@ mod tests {
     use crate::rocks::{RocksOptions, RocksStore};
     use crate::{Store, WriteBatch};
 
+    /// A RocksDB store on disk holding `pairs`.
+    fn store_with(pairs: &[(&[u8], &[u8])]) -> (tempfile::TempDir, RocksStore) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
+        let mut b = WriteBatch::new();
+        for (k, v) in pairs {
+            b.set(k.to_vec(), v.to_vec());
+        }
+        store.commit(b).expect("commit");
+        (dir, store)
+    }
+
     /// A view that counts the reads reaching it.
     struct Counted<'a>(&'a dyn ReadView, std::cell::Cell<usize>);
 
@@ -265,12 +277,7 @@ mod tests {
 
     #[test]
     fn reads_inside_a_range_the_base_holds_nothing_of_answer_without_it() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
-        let mut b = WriteBatch::new();
-        b.set(b"b1".to_vec(), b"x".to_vec())
-            .set(b"c1".to_vec(), b"y".to_vec());
-        store.commit(b).expect("commit");
+        let (_dir, store) = store_with(&[(b"b1", b"x"), (b"c1", b"y")]);
         let snap = store.snapshot().expect("snapshot");
         let base = Counted(&*snap, Default::default());
         let cache = ReadCache::new();
@@ -310,12 +317,7 @@ mod tests {
 
     #[test]
     fn a_visitor_may_read_the_view_it_visits() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RocksStore::open(dir.path(), RocksOptions::default()).expect("open RocksDB");
-        let mut b = WriteBatch::new();
-        b.set(b"a1".to_vec(), b"x".to_vec())
-            .set(b"a2".to_vec(), b"y".to_vec());
-        store.commit(b).expect("commit");
+        let (_dir, store) = store_with(&[(b"a1", b"x"), (b"a2", b"y")]);
         let snap = store.snapshot().expect("snapshot");
         let cache = ReadCache::new();
         let memo = Memo::new(&*snap, &cache);
