@@ -15,9 +15,11 @@
 //!   projection, and resuming from stored per-partition offsets continues the same sequence.
 //!
 //! Broker quirk handled here as in the consume loop: tansu 0.6 answers a fetch starting inside
-//! a record batch with the next batch. The first record of a partition positioned past 0 is
-//! checked; past the start, the partition is re-read from offset 0 and what lies below the
-//! start is dropped (`reread` does that up front).
+//! a record batch with the next batch (or with nothing). The first record of a partition
+//! positioned past 0 is checked, and so is the first after a partition paused (its buffer
+//! full: [`BUFFER_CAP`]) is resumed, since librdkafka then fetches again from the last record
+//! it delivered; past the position, the partition is re-read from offset 0 and what lies below
+//! it is dropped (`reread` does that up front for the start).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -106,6 +108,8 @@ pub struct LogReader {
     consumer: BaseConsumer<Watermarks>,
     parts: BTreeMap<TopicPartition, Part>,
     headers: bool,
+    /// Buffered records per partition before its fetching pauses ([`BUFFER_CAP`]).
+    buffer_cap: usize,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -178,7 +182,15 @@ impl LogReader {
             consumer,
             parts,
             headers: false,
+            buffer_cap: BUFFER_CAP,
         })
+    }
+
+    /// Pauses a partition's fetching at `records` buffered instead of [`BUFFER_CAP`] (at
+    /// least 2).
+    pub fn with_buffer_cap(mut self, records: usize) -> Self {
+        self.buffer_cap = records.max(2);
+        self
     }
 
     /// Also collect each record's headers (migration copies them).
@@ -232,16 +244,11 @@ impl LogReader {
 
     /// Opens every end again (following the head after a bounded catch-up).
     pub fn open_ends(&mut self) {
-        let mut resume = TopicPartitionList::new();
         for (tp, p) in self.parts.iter_mut() {
             p.end = None;
             if p.paused {
-                let _ = resume.add_partition(&tp.0, tp.1);
-                p.paused = false;
+                resume(&self.consumer, tp, p);
             }
-        }
-        if resume.count() > 0 {
-            let _ = self.consumer.resume(&resume);
         }
     }
 
@@ -308,11 +315,8 @@ impl LogReader {
                 let tp = tp.clone();
                 let p = self.parts.get_mut(&tp).expect("a buffered partition");
                 let r = p.buf.pop_front().expect("a head");
-                if p.paused && p.buf.len() < BUFFER_CAP / 2 {
-                    let mut tpl = TopicPartitionList::new();
-                    let _ = tpl.add_partition(&tp.0, tp.1);
-                    let _ = self.consumer.resume(&tpl);
-                    p.paused = false;
+                if p.paused && p.buf.len() < self.buffer_cap / 2 {
+                    resume(&self.consumer, &tp, p);
                 }
                 return Next::Record(Box::new(r));
             }
@@ -370,7 +374,7 @@ impl LogReader {
                 let tp = r.0.tp();
                 if let Some(p) = self.parts.get_mut(&tp) {
                     p.buf.push_back(r);
-                    if p.buf.len() >= BUFFER_CAP && !p.paused {
+                    if p.buf.len() >= self.buffer_cap && !p.paused {
                         let mut tpl = TopicPartitionList::new();
                         let _ = tpl.add_partition(&tp.0, tp.1);
                         let _ = self.consumer.pause(&tpl);
@@ -446,6 +450,19 @@ impl ClientContext for Watermarks {
 }
 
 impl ConsumerContext for Watermarks {}
+
+/// Resumes fetching a paused partition. librdkafka dropped what it had fetched of it beyond
+/// the records delivered and fetches again from there: most likely inside a record batch,
+/// which tansu 0.6 answers with the next batch (or nothing), so the position is checked as a
+/// fresh one is (see the module doc) — before, such gaps were taken for the log's own.
+fn resume(consumer: &BaseConsumer<Watermarks>, tp: &TopicPartition, p: &mut Part) {
+    let mut tpl = TopicPartitionList::new();
+    let _ = tpl.add_partition(&tp.0, tp.1);
+    let _ = consumer.resume(&tpl);
+    p.paused = false;
+    p.probe = Some(p.next);
+    p.opened = Instant::now();
+}
 
 /// Range, probe and time checks for one fetched message; the record if it is wanted.
 fn accept(
