@@ -737,10 +737,11 @@ fn topic_migration_keeps_per_key_order_and_loses_nothing_across_a_kill() {
     }
 }
 
-/// A merge read whose partitions pause (buffer full) and resume again and again still hands
-/// out every record of every partition, once, in offset order: the local broker answers a fetch
-/// that starts inside a record batch with the next batch, and a resumed partition is fetched
-/// from where its delivered records end — mostly inside a batch.
+/// A merge read whose partitions pause (buffer full) and resume still hands out every record
+/// of every partition, once, in offset order: the local broker answers a fetch that starts
+/// inside a record batch with the next batch or nothing, and a resumed partition is fetched
+/// from where its delivered records end — mostly inside a batch. (Without the check of a
+/// resumed position this read hung.)
 #[test]
 fn a_merge_read_loses_nothing_across_pauses_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
