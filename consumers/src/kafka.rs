@@ -599,10 +599,9 @@ fn run(
             }
         }
         if pauser.paused() {
-            // Polling goes on (group membership, rebalances); nothing is applied.
-            if let Some(Ok(m)) = consumer.poll(cfg.poll_wait.max(Duration::from_millis(50))) {
-                pauser.drop_record((m.topic().to_string(), m.partition()));
-            }
+            // Polling goes on (group membership, rebalances); nothing is applied (a record
+            // handed out is dropped: on resume every partition is sought back).
+            let _ = consumer.poll(cfg.poll_wait.max(Duration::from_millis(50)));
             continue;
         }
         if cfg.follow_active {

@@ -5,8 +5,9 @@
 //!   what it does. To pause it finishes the batch in flight, pauses every assigned partition
 //!   with librdkafka's `pause` and goes on polling (so it keeps its group membership and
 //!   serves rebalances), then acknowledges the request. A record the client still hands out
-//!   while paused is not applied: it is dropped and its partition marked, and on resume every
-//!   marked partition is sought back to its stored offset, so nothing is lost and the stored
+//!   while paused is not applied: it is dropped. On resume every assigned partition is sought
+//!   back to its stored offset (librdkafka would fetch from the last record it delivered,
+//!   which tansu 0.6 mishandles inside a record batch), so nothing is lost and the stored
 //!   offsets keep anything from being applied twice. Partitions assigned during the pause are
 //!   paused as they come.
 //! - **Lag** ([`Monitor::partitions`], [`LagExporter`]): high watermark minus stored next
@@ -105,8 +106,6 @@ pub(crate) struct Pauser {
     paused: bool,
     /// Partitions paused with librdkafka.
     held: HashSet<TopicPartition>,
-    /// Partitions that handed out a record while paused: sought back on resume.
-    dropped: HashSet<TopicPartition>,
 }
 
 impl Pauser {
@@ -129,14 +128,28 @@ impl Pauser {
             );
         } else if !pause && self.paused {
             // The current assignment: partitions revoked meanwhile are no longer ours.
-            let resumed = consumer.assignment().and_then(|tpl| consumer.resume(&tpl));
-            if let Err(e) = resumed {
-                tracing::error!(error = %e, "resume failed; retrying before the next poll");
-                return seek;
-            }
+            let assigned = consumer
+                .assignment()
+                .and_then(|tpl| consumer.resume(&tpl).map(|()| tpl));
+            let assigned = match assigned {
+                Ok(tpl) => tpl,
+                Err(e) => {
+                    tracing::error!(error = %e, "resume failed; retrying before the next poll");
+                    return seek;
+                }
+            };
             self.paused = false;
             self.held.clear();
-            seek = self.dropped.drain().collect();
+            // Every partition back to its stored offset, also any that handed out a record
+            // while paused (not applied): librdkafka dropped what it had fetched beyond the
+            // records delivered and would fetch again from there, mostly inside a record
+            // batch, which tansu 0.6 answers with the next batch or nothing. Sought, each is
+            // positioned and checked as after a restart.
+            seek = assigned
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
             metrics::gauge!("tidings_consumer_paused").set(0.0);
             tracing::warn!("consumers resumed by an operator");
         } else if self.paused {
@@ -150,11 +163,6 @@ impl Pauser {
     /// Whether the loop is paused.
     pub(crate) fn paused(&self) -> bool {
         self.paused
-    }
-
-    /// A record handed out while paused: not applied; its partition is sought back on resume.
-    pub(crate) fn drop_record(&mut self, tp: TopicPartition) {
-        self.dropped.insert(tp);
     }
 
     fn hold_new<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
