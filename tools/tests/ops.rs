@@ -37,21 +37,29 @@ fn activity(actor: i64, verb: &str, n: i64) -> Event {
 
 /// `tidings consume` on all partitions of `b`, its store in `data`, with the admin token.
 fn admin_consumer(tmp: &std::path::Path, b: &LocalBroker, data: &std::path::Path) -> Role {
-    Role::start(
+    admin_consumer_with(tmp, b, data, &[])
+}
+
+/// [`admin_consumer`] with `extra` flags.
+fn admin_consumer_with(
+    tmp: &std::path::Path,
+    b: &LocalBroker,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Role {
+    let bootstrap = b.bootstrap();
+    let mut args = vec![
         "consume",
-        &[
-            "consume",
-            "--brokers",
-            &b.bootstrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--instance",
-            "0/1",
-            "--reread-from-start",
-        ],
-        &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
-        tmp,
-    )
+        "--brokers",
+        &bootstrap,
+        "--data",
+        data.to_str().unwrap(),
+        "--instance",
+        "0/1",
+        "--reread-from-start",
+    ];
+    args.extend_from_slice(extra);
+    Role::start("consume", &args, &[("TIDINGS_ADMIN_TOKEN", TOKEN)], tmp)
 }
 
 fn status(http: &Http, role: &Role) -> Value {
@@ -257,23 +265,7 @@ fn a_pause_inside_a_record_batch_loses_nothing_on_resume() {
     let b = broker(tmp.path());
     let http = Http::default();
     let data = tmp.path().join("consumer");
-    let mut c = Role::start(
-        "consume",
-        &[
-            "consume",
-            "--brokers",
-            &b.bootstrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--instance",
-            "0/1",
-            "--reread-from-start",
-            "--max-batch",
-            "7",
-        ],
-        &[("TIDINGS_ADMIN_TOKEN", TOKEN)],
-        tmp.path(),
-    );
+    let mut c = admin_consumer_with(tmp.path(), &b, &data, &["--max-batch", "7"]);
     c.wait_ready(&http);
     let p = producer(&b.kafka());
     publish_all(&p, &[follow(2, 1)]);
