@@ -137,9 +137,10 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     // First, before the work allocates: see `memory`.
     let pages = memory::apply(std::env::var_os(memory::MIMALLOC_ALLOW_THP));
+    let c_heap = memory::keep_c_heap(|name| std::env::var(name).ok());
     let cli = Cli::parse();
     init_logging(&cli)?;
-    tracing::debug!(?pages, "transparent huge pages");
+    tracing::debug!(?pages, ?c_heap, "memory settings");
     match cli.command {
         Command::Up(args) => pipeline::up(args),
         Command::Consume(args) => pipeline::consume(args),
