@@ -102,6 +102,18 @@ enum Command {
 }
 
 impl Command {
+    /// Whether glibc's heap keeps what it freed ([`memory::keep_c_heap`]): for the commands
+    /// that run to completion (a replay, a rebuild, a migration, a restore: the bulk log
+    /// readers) but not for the long-running roles, whose memory stays resident, nor the
+    /// benches that measure them.
+    fn keeps_c_heap(&self) -> bool {
+        match self {
+            Command::Up(_) | Command::Consume(_) | Command::Serve(_) | Command::Ingest(_) => false,
+            Command::Bench(b) => !b.measures_a_role(),
+            _ => true,
+        }
+    }
+
     /// Where a long-running role keeps its WARN and ERROR logs (see `ops::errlog`).
     fn errors_log(&self) -> Option<std::path::PathBuf> {
         match self {
@@ -137,8 +149,11 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     // First, before the work allocates: see `memory`.
     let pages = memory::apply(std::env::var_os(memory::MIMALLOC_ALLOW_THP));
-    let c_heap = memory::keep_c_heap(|name| std::env::var(name).ok());
     let cli = Cli::parse();
+    let c_heap = cli
+        .command
+        .keeps_c_heap()
+        .then(|| memory::keep_c_heap(|name| std::env::var(name).ok()));
     init_logging(&cli)?;
     tracing::debug!(?pages, ?c_heap, "memory settings");
     match cli.command {
@@ -163,5 +178,38 @@ fn main() -> anyhow::Result<()> {
         Command::Archive(args) => backup::archive(args),
         Command::Restore(args) => backup::restore(args),
         Command::Verify(args) => backup::verify(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeps(args: &[&str]) -> bool {
+        let cli = Cli::try_parse_from(std::iter::once("tidings").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.command.keeps_c_heap()
+    }
+
+    #[test]
+    fn batch_commands_keep_glibcs_heap_and_long_running_roles_do_not() {
+        for batch in [
+            &["replay"][..],
+            &["rebuild", "--version", "2"],
+            &["bench", "replay"],
+            &["bench", "backup"],
+        ] {
+            assert!(keeps(batch), "{batch:?}");
+        }
+        for role in [
+            &["up"][..],
+            &["consume"],
+            &["serve", "--store", "rocksdb:/tmp/x"],
+            &["ingest"],
+            &["bench"],
+            &["bench", "query"],
+        ] {
+            assert!(!keeps(role), "{role:?}");
+        }
     }
 }

@@ -24,8 +24,11 @@
 //! before both; `calloc` fell to 7%. Replay read, alternated runs: 0.74–1.16M events/s (8
 //! runs) against 0.53–0.93M (7 runs). A smaller setting through `GLIBC_TUNABLES` (64 MiB
 //! kept, 16 MiB pad) read 0.69–0.83M against 1.06–1.25M for this one, three runs each. The
-//! bench process's peak memory did not change (818 against 812 MiB): the heap keeps at its
-//! top what it already held at its peak.
+//! replay bench's peak memory did not change (818 against 812 MiB). The pipeline bench
+//! (`tidings bench`: `up`'s roles) peaked 89–220 MiB higher with it (1,037 and 1,076 against
+//! 817 and 987 MiB, two pairs) and gained nothing clear, so it is set only for the commands
+//! that run to completion (replay, rebuild, migration, restore and the like; `main` decides),
+//! not for the long-running roles, whose memory stays resident.
 //!
 //! `GLIBC_TUNABLES` naming a `glibc.malloc.` setting, or `MALLOC_TRIM_THRESHOLD_` or
 //! `MALLOC_TOP_PAD_` set, leaves glibc's heap to them.

@@ -34,6 +34,15 @@ pub enum BenchCommand {
     Backup(backup::BackupBenchArgs),
 }
 
+impl BenchArgs {
+    /// Whether it measures a long-running role (the pipeline bench: `up`'s roles and their
+    /// peak memory; `bench query`: the query service), which runs with that role's memory
+    /// settings (see `memory`).
+    pub fn measures_a_role(&self) -> bool {
+        matches!(self.command, None | Some(BenchCommand::Query(_)))
+    }
+}
+
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
