@@ -84,15 +84,29 @@ pub enum Count {
     Muting,
 }
 
+impl Count {
+    /// Every count.
+    pub const ALL: [Count; 4] = [
+        Count::Followers,
+        Count::Following,
+        Count::Blocking,
+        Count::Muting,
+    ];
+
+    /// Its name in the key ([`count`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Count::Followers => "followers",
+            Count::Following => "following",
+            Count::Blocking => "blocking",
+            Count::Muting => "muting",
+        }
+    }
+}
+
 /// The key of a user's count.
 pub fn count(p: Projection, user: UserId, what: Count) -> Vec<u8> {
-    let name = match what {
-        Count::Followers => "followers",
-        Count::Following => "following",
-        Count::Blocking => "blocking",
-        Count::Muting => "muting",
-    };
-    key_in(p, "cnt", &(user, name))
+    key_in(p, "cnt", &(user, what.name()))
 }
 
 /// The subspace of every count of projection `p`.
@@ -111,14 +125,7 @@ pub fn parse_count(sub: &Subspace, key: &[u8]) -> Option<(UserId, Option<Count>)
     let (user, name) = sub
         .unpack::<(UserId, std::borrow::Cow<'_, str>)>(key)
         .ok()?;
-    let what = match &*name {
-        "followers" => Some(Count::Followers),
-        "following" => Some(Count::Following),
-        "blocking" => Some(Count::Blocking),
-        "muting" => Some(Count::Muting),
-        _ => None,
-    };
-    Some((user, what))
+    Some((user, Count::ALL.into_iter().find(|c| c.name() == name)))
 }
 
 #[cfg(test)]
@@ -162,7 +169,7 @@ mod tests {
     #[test]
     fn count_keys_parse_to_their_user() {
         let sub = counts(1);
-        for what in [Count::Followers, Count::Muting] {
+        for what in Count::ALL {
             assert_eq!(parse_count_user(&sub, &count(1, -7, what)), Some(-7));
             assert_eq!(
                 parse_count(&sub, &count(1, -7, what)),
