@@ -267,7 +267,7 @@ impl LogReader {
 
     /// The next record as fetched.
     pub fn next_polled(&mut self, wait: Duration) -> Next {
-        if let Some(r) = self.parts.values_mut().find_map(|p| p.buf.pop_front()) {
+        if let Some(r) = self.pop_buffered() {
             return Next::Record(Box::new(r));
         }
         if self.done() {
@@ -287,6 +287,21 @@ impl LogReader {
                 Next::Waiting
             }
         }
+    }
+
+    /// A buffered record, if any. Its partition resumes once its buffer is half empty (paused
+    /// when full while the ends were fixed).
+    fn pop_buffered(&mut self) -> Option<Headered> {
+        let cap = self.buffer_cap;
+        for (tp, p) in self.parts.iter_mut() {
+            if let Some(r) = p.buf.pop_front() {
+                if p.paused && p.buf.len() < cap / 2 {
+                    resume(&self.consumer, tp, p);
+                }
+                return Some(r);
+            }
+        }
+        None
     }
 
     /// The next record in merge order (see the module doc): waits until every unfinished
