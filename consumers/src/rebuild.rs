@@ -401,7 +401,7 @@ pub fn run(
             }
         }
     }
-    let mut reader = LogReader::open(&cfg.kafka, &ranges, cfg.reread)?;
+    let mut reader = LogReader::open_merged(&cfg.kafka, &ranges, cfg.reread)?;
     if let Some(Until::Time(t)) = cfg.until {
         reader.stop_after_time(t);
     }

@@ -769,6 +769,22 @@ fn a_polled_read_resumes_partitions_paused_while_its_ends_were_fixed() {
     );
 }
 
+/// The same through partition queues (a rebuild's reader), librdkafka holding back each
+/// partition's fetching at 100 queued records (of ~1,500): nothing paused, nothing lost.
+#[test]
+fn a_merge_read_through_partition_queues_loses_nothing() {
+    read_loses_nothing(
+        |kafka, ranges| {
+            let mut kafka = kafka.clone();
+            kafka
+                .extra
+                .push(("queued.min.messages".into(), "100".into()));
+            LogReader::open_merged(&kafka, ranges, false).unwrap()
+        },
+        |r| r.next_merged(Duration::from_millis(50)),
+    );
+}
+
 /// Publishes 6,000 follows in record batches of many records and reads them back with the
 /// reader `open` gives, by `next`, after fixing its ends: every record of every partition,
 /// once, in order.
