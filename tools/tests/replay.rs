@@ -517,6 +517,66 @@ fn rebuild_until_skip_and_switch_against_live_consumers() {
     live.stop().unwrap();
 }
 
+/// `follow`: a rebuild that caught up keeps applying what is published after, until its
+/// projection is switched to; the live consumers then continue it from its offsets, so the
+/// switch loses nothing: the projection ends equal to a rebuild of the whole log.
+#[test]
+fn a_following_rebuild_applies_new_records_until_switched_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker(tmp.path());
+    let kafka = b.kafka();
+    let store = store(&tmp.path().join("store"));
+    let mut cfg = ConsumerConfig::new(kafka.clone());
+    cfg.assignment = Assignment::Static { instance: 0, of: 1 };
+    cfg.group = GROUP.into();
+    let live = kafka::spawn(cfg, Applier::new(store.clone(), projector(1), GROUP)).unwrap();
+    let p = producer(&kafka);
+    let (graph, acts, _) = workload(12, 0);
+    let half = acts.len() / 2;
+    let mut ends = ends_of(&publish_all(&p, &graph));
+    ends.extend(ends_of(&publish_all(&p, &acts[..half])));
+    wait_caught_up(&store, 1, &ends);
+
+    let mut c = rebuild_cfg(&kafka, 2);
+    c.follow = true;
+    let (stop, caught_up) = (AtomicBool::new(false), AtomicBool::new(false));
+    let report = std::thread::scope(|s| {
+        let following = s.spawn(|| {
+            rebuild::run(&c, store.clone(), &stop, &mut |_, _, up| {
+                caught_up.fetch_or(up, Ordering::SeqCst);
+            })
+        });
+        wait_until(Duration::from_secs(60), "the rebuild caught up", || {
+            caught_up.load(Ordering::SeqCst)
+        });
+        // Published while it follows: applied to 2 by the rebuild (the live consumers write 1).
+        ends.extend(ends_of(&publish_all(&p, &acts[half..])));
+        wait_caught_up(&store, 2, &ends);
+        wait_caught_up(&store, 1, &ends);
+        assert_same(
+            &digest(&*store, 1).unwrap(),
+            &digest(&*store, 2).unwrap(),
+            true,
+        );
+        versions::switch(&*store, 2, false).unwrap();
+        following.join().unwrap()
+    })
+    .unwrap();
+    assert!(report.caught_up, "{report:?}");
+
+    // After the switch the live consumers write 2, from where the rebuild stopped.
+    let (_, after, _) = workload(12, 50_000);
+    ends.extend(ends_of(&publish_all(&p, &after)));
+    wait_caught_up(&store, 2, &ends);
+    live.stop().unwrap();
+    rebuild_into(&rebuild_cfg(&kafka, 3), &store);
+    assert_same(
+        &digest(&*store, 2).unwrap(),
+        &digest(&*store, 3).unwrap(),
+        true,
+    );
+}
+
 /// Runs `cmd` to success and parses the JSON report on its last stdout line.
 fn final_report(mut cmd: Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
