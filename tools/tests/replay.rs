@@ -143,6 +143,14 @@ fn wait_caught_up(store: &Arc<dyn Store>, p: i64, ends: &HashMap<(String, i32), 
     });
 }
 
+/// The live consumers of projection 1 (following switches), all partitions in one.
+fn live_consumers(kafka: &KafkaConfig, store: &Arc<dyn Store>) -> kafka::ConsumerHandle {
+    let mut cfg = ConsumerConfig::new(kafka.clone());
+    cfg.assignment = Assignment::Static { instance: 0, of: 1 };
+    cfg.group = GROUP.into();
+    kafka::spawn(cfg, Applier::new(store.clone(), projector(1), GROUP)).unwrap()
+}
+
 fn rebuild_cfg(kafka: &KafkaConfig, p: i64) -> RebuildConfig {
     let mut c = RebuildConfig::new(kafka.clone(), projector(p));
     c.consumer = GROUP.into();
@@ -354,10 +362,7 @@ fn rebuild_until_skip_and_switch_against_live_consumers() {
     let b = broker(tmp.path());
     let kafka = b.kafka();
     let store = store(&tmp.path().join("store"));
-    let mut cfg = ConsumerConfig::new(kafka.clone());
-    cfg.assignment = Assignment::Static { instance: 0, of: 1 };
-    cfg.group = GROUP.into();
-    let live = kafka::spawn(cfg, Applier::new(store.clone(), projector(1), GROUP)).unwrap();
+    let live = live_consumers(&kafka, &store);
 
     // The same events on a second set of topics, without the bad producer's: the reference
     // for --skip.
@@ -526,10 +531,7 @@ fn a_following_rebuild_applies_new_records_until_switched_to() {
     let b = broker(tmp.path());
     let kafka = b.kafka();
     let store = store(&tmp.path().join("store"));
-    let mut cfg = ConsumerConfig::new(kafka.clone());
-    cfg.assignment = Assignment::Static { instance: 0, of: 1 };
-    cfg.group = GROUP.into();
-    let live = kafka::spawn(cfg, Applier::new(store.clone(), projector(1), GROUP)).unwrap();
+    let live = live_consumers(&kafka, &store);
     let p = producer(&kafka);
     let (graph, acts, _) = workload(12, 0);
     let half = acts.len() / 2;
@@ -804,14 +806,9 @@ fn topic_migration_keeps_per_key_order_and_loses_nothing_across_a_kill() {
 /// resumed position this read hung.)
 #[test]
 fn a_merge_read_loses_nothing_across_pauses_and_resumes() {
-    read_loses_nothing(
-        |kafka, ranges| {
-            LogReader::open(kafka, ranges, false)
-                .unwrap()
-                .with_buffer_cap(1_000)
-        },
-        |r| r.next_merged(Duration::from_millis(50)),
-    );
+    read_loses_nothing(buffered(1_000), |r| {
+        r.next_merged(Duration::from_millis(50))
+    });
 }
 
 /// A read as fetched whose partitions filled their buffers while the ends were fixed (and
@@ -819,14 +816,17 @@ fn a_merge_read_loses_nothing_across_pauses_and_resumes() {
 /// never resumed and the read waited forever.)
 #[test]
 fn a_polled_read_resumes_partitions_paused_while_its_ends_were_fixed() {
-    read_loses_nothing(
-        |kafka, ranges| {
-            LogReader::open(kafka, ranges, false)
-                .unwrap()
-                .with_buffer_cap(10)
-        },
-        |r| r.next_polled(Duration::from_millis(50)),
-    );
+    read_loses_nothing(buffered(10), |r| r.next_polled(Duration::from_millis(50)));
+}
+
+/// Opens a reader through the consumer's one queue that pauses a partition at `cap` records
+/// buffered.
+fn buffered(cap: usize) -> impl Fn(&KafkaConfig, &[PartitionRange]) -> LogReader {
+    move |kafka, ranges| {
+        LogReader::open(kafka, ranges, false)
+            .unwrap()
+            .with_buffer_cap(cap)
+    }
 }
 
 /// The same through partition queues (a rebuild's reader), librdkafka holding back each
