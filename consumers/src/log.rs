@@ -86,6 +86,9 @@ pub enum LogError {
     /// The brokers did not answer in time.
     #[error("{0}")]
     Timeout(String),
+    /// librdkafka gave no queue of its own for a partition (an unknown topic or partition).
+    #[error("cannot read partition {0}:{1} on its own: is it a partition of the topic?")]
+    NoQueue(String, i32),
 }
 
 /// One record with its headers (only when asked for: [`LogReader::with_headers`]).
@@ -235,9 +238,9 @@ impl LogReader {
         if merged {
             // After `assign`, which would undo it; before any poll.
             for tp in parts.keys() {
-                let q = consumer.split_partition_queue(&tp.0, tp.1).ok_or_else(|| {
-                    LogError::Timeout(format!("no queue of its own for partition {tp:?}"))
-                })?;
+                let q = consumer
+                    .split_partition_queue(&tp.0, tp.1)
+                    .ok_or_else(|| LogError::NoQueue(tp.0.clone(), tp.1))?;
                 queues.insert(tp.clone(), q);
             }
         }
