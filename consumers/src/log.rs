@@ -375,16 +375,10 @@ impl LogReader {
     /// A buffered record, if any. Its partition resumes once its buffer is half empty (paused
     /// when full while the ends were fixed).
     fn pop_buffered(&mut self) -> Option<Headered> {
-        let cap = self.buffer_cap;
-        for (tp, p) in self.parts.iter_mut() {
-            if let Some(r) = p.buf.pop_front() {
-                if p.paused && p.buf.len() < cap / 2 {
-                    resume(&self.consumer, tp, p);
-                }
-                return Some(r);
-            }
-        }
-        None
+        let (consumer, cap) = (&self.consumer, self.buffer_cap);
+        self.parts
+            .iter_mut()
+            .find_map(|(tp, p)| pop_head(consumer, cap, tp, p))
     }
 
     /// The next record in merge order (see the module doc): waits until every unfinished
@@ -412,10 +406,7 @@ impl LogReader {
                 };
                 let tp = tp.clone();
                 let p = self.parts.get_mut(&tp).expect("a buffered partition");
-                let r = p.buf.pop_front().expect("a head");
-                if p.paused && p.buf.len() < self.buffer_cap / 2 {
-                    resume(&self.consumer, &tp, p);
-                }
+                let r = pop_head(&self.consumer, self.buffer_cap, &tp, p).expect("a head");
                 if !self.queues.is_empty() {
                     if p.buf.is_empty() && !p.done() {
                         self.refill(&tp, Duration::ZERO);
@@ -612,6 +603,21 @@ impl ClientContext for Watermarks {
 }
 
 impl ConsumerContext for Watermarks {}
+
+/// The head of `p`'s buffer, if any; a paused partition resumes once its buffer (of `cap`
+/// records) is half empty.
+fn pop_head(
+    consumer: &BaseConsumer<Watermarks>,
+    cap: usize,
+    tp: &TopicPartition,
+    p: &mut Part,
+) -> Option<Headered> {
+    let r = p.buf.pop_front()?;
+    if p.paused && p.buf.len() < cap / 2 {
+        resume(consumer, tp, p);
+    }
+    Some(r)
+}
 
 /// Resumes fetching a paused partition. librdkafka dropped what it had fetched of it beyond
 /// the records delivered and fetches again from there: most likely inside a record batch,
