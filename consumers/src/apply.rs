@@ -613,6 +613,21 @@ impl Applier {
         self
     }
 
+    /// The bytes the next bulk batch is planned to: the configured size, or twice that (within
+    /// the store's limit) once the store reported a backlog ([`Store::bulk_backlog`]): a long
+    /// rebuild on RocksDB is bound by compacting its batches out of L0, and larger batches are
+    /// merged fewer times (`tidings bench replay --posts 1000000`: README, "Replay and
+    /// rebuild"). The planner's memory follows the batch.
+    fn bulk_target(&self, backlog: bool) -> usize {
+        if !backlog {
+            return self.batch_bytes;
+        }
+        let limit = self.store.bulk_batch_limit().unwrap_or(self.batch_bytes);
+        self.batch_bytes
+            .saturating_mul(2)
+            .min(limit.max(self.batch_bytes))
+    }
+
     /// Plans at most `n` records into one store batch (default: no bound but the bytes). A
     /// rebuild's `--batch-records`; tests use it to move batch boundaries around.
     pub fn batch_records(mut self, n: usize) -> Self {
@@ -822,6 +837,7 @@ impl Applier {
         let mut snap = self.store.snapshot()?;
         let mut opened = Instant::now();
         let mine = keys::projection(self.projector.projection).range();
+        let mut backlog = false;
         while records.peek().is_some() {
             let planning = Instant::now();
             let mut n = 0;
@@ -830,7 +846,11 @@ impl Applier {
             let mut overlay = Overlay::layered(&memo_view, std::mem::take(&mut lower));
             let mut p = Pending::new();
             p.memo = Some(memo.clone());
-            while p.bytes < self.batch_bytes && n < self.batch_records {
+            // Once behind, a long run stays behind (the rebuilt base level only grows): a dip
+            // in L0 right after a compaction does not shrink the batches again.
+            backlog = backlog || self.store.bulk_backlog();
+            let target = self.bulk_target(backlog);
+            while p.bytes < target && n < self.batch_records {
                 // Waiting for the next record (a reader behind) may age the view: look after.
                 if records.peek().is_none() || opened.elapsed() >= VIEW_USE {
                     break;
@@ -885,6 +905,7 @@ impl Applier {
             tracing::debug!(
                 records = n,
                 estimated_bytes = p.bytes,
+                target_bytes = target,
                 planned_ms = planned_in.as_millis() as u64,
                 waited_for_commit_ms = waiting.elapsed().as_millis() as u64,
                 "bulk batch planned"

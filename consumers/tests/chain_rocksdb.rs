@@ -18,7 +18,7 @@ use tidings_core::keys::{self, messages};
 use tidings_core::process::{Chain, PipelineConfig};
 use tidings_core::{Activity, Event, EventId, GraphChange, GraphOp, Producer, Retraction, UserId};
 use tidings_store::rocks::{RocksOptions, RocksStore};
-use tidings_store::{RangeOptions, ReadView, Store, WriteBatch};
+use tidings_store::{KeyGroups, RangeOptions, ReadView, Store, WriteBatch};
 
 const ACTS: &str = "tidings.activities";
 const GRAPH: &str = "tidings.graph";
@@ -505,6 +505,84 @@ impl Store for FailAfter {
     fn estimated_size(&self, begin: &[u8], end: &[u8]) -> tidings_store::Result<u64> {
         self.inner.estimated_size(begin, end)
     }
+}
+
+/// A RocksDB store reporting a bulk backlog or not, counting bulk commits.
+#[derive(Debug)]
+struct Backlog {
+    inner: Arc<dyn Store>,
+    backlog: bool,
+    bulk_commits: AtomicUsize,
+}
+
+impl Store for Backlog {
+    fn snapshot(&self) -> tidings_store::Result<Box<dyn ReadView + '_>> {
+        self.inner.snapshot()
+    }
+    fn commit(&self, batch: WriteBatch) -> tidings_store::Result<()> {
+        self.inner.commit(batch)
+    }
+    fn backend(&self) -> &'static str {
+        "backlog"
+    }
+    fn estimated_size(&self, begin: &[u8], end: &[u8]) -> tidings_store::Result<u64> {
+        self.inner.estimated_size(begin, end)
+    }
+    fn bulk_batch_limit(&self) -> Option<usize> {
+        self.inner.bulk_batch_limit()
+    }
+    fn bulk_backlog(&self) -> bool {
+        self.backlog
+    }
+    fn commit_bulk(&self, batch: WriteBatch) -> tidings_store::Result<()> {
+        self.bulk_commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit_bulk(batch)
+    }
+    fn commit_bulk_groups(
+        &self,
+        batch: WriteBatch,
+        groups: KeyGroups,
+    ) -> tidings_store::Result<()> {
+        self.bulk_commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit_bulk_groups(batch, groups)
+    }
+}
+
+/// While the store reports a backlog, a bulk run plans batches of twice the size: about half
+/// as many commits, and the same projection.
+#[test]
+fn a_bulk_run_plans_larger_batches_while_the_store_reports_a_backlog() {
+    let followers: Vec<UserId> = (2..50).collect();
+    let mut events = follows(1_000, &followers, 1);
+    events.extend((0..200).map(|n| Event::Activity(post(n, 1, "hello"))));
+    let run = |backlog: bool| {
+        let (_d, inner) = fresh();
+        let store = Arc::new(Backlog {
+            inner,
+            backlog,
+            bulk_commits: AtomicUsize::new(0),
+        });
+        let a = Applier::new(store.clone(), Projector::new(1), "c").bulk(64 << 10);
+        let mut pos = positions();
+        apply(
+            &a,
+            &mut pos,
+            &Log::default().records(&events),
+            &Sink::default(),
+        );
+        let digest = tidings_consumers::digest::digest(&*store, 1).unwrap();
+        (store.bulk_commits.load(Ordering::SeqCst), digest)
+    };
+    let (plain, want) = run(false);
+    let (larger, got) = run(true);
+    assert!(plain >= 8, "{plain} batches: too few to compare");
+    assert!(
+        larger < plain && larger * 2 <= plain + 2,
+        "{larger} batches with a backlog against {plain} without"
+    );
+    // Every post reached every follower's home feed, in both runs alike.
+    assert!(want.keyspace("feed").unwrap().keys >= 200 * followers.len() as u64);
+    assert_eq!(got, want);
 }
 
 #[test]

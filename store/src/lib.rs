@@ -160,6 +160,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether the store is behind on the background work bulk commits leave (on RocksDB,
+    /// compacting their files out of L0), so that fewer, larger bulk batches cost less: a bulk
+    /// writer plans larger ones meanwhile, still within [`Store::bulk_batch_limit`]. `false`
+    /// where there is no such work.
+    fn bulk_backlog(&self) -> bool {
+        false
+    }
+
     /// Commits `batch` like [`Store::commit`] — atomically, preconditions checked — but the batch
     /// may exceed the transaction size limit, up to [`Store::bulk_batch_limit`]. For writing a
     /// key range that no reader serves yet (a projection being rebuilt): RocksDB writes the

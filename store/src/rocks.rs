@@ -60,6 +60,10 @@ impl Default for RocksOptions {
 /// files overlap one another (each batch spans every owner), so they all land in L0.
 const L0_SLOWDOWN: i32 = 20;
 
+/// L0 files at which the store reports a bulk backlog ([`Store::bulk_backlog`]): compaction is
+/// behind the bulk commits, so fewer, larger ones cost less.
+const L0_BACKLOG: u64 = L0_SLOWDOWN as u64 / 2;
+
 /// How long a bulk commit waits for L0 to drain before it ingests anyway (with a warning):
 /// compaction paused or failing must not hang a rebuild.
 const L0_WAIT_LIMIT: Duration = Duration::from_secs(60);
@@ -247,17 +251,19 @@ impl RocksStore {
         })
     }
 
+    /// The files in L0 now.
+    fn level0_files(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.num-files-at-level0")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     /// Waits while L0 holds [`L0_SLOWDOWN`] files or more (at most [`L0_WAIT_LIMIT`]), as
     /// RocksDB's own write stall would for a write through the memtable.
     fn wait_for_l0(&self) {
-        let level0 = || {
-            self.db
-                .property_int_value("rocksdb.num-files-at-level0")
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-        };
-        let (started, mut files) = (Instant::now(), level0());
+        let (started, mut files) = (Instant::now(), self.level0_files());
         if files < L0_SLOWDOWN as u64 {
             return;
         }
@@ -271,7 +277,7 @@ impl RocksStore {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
-            files = level0();
+            files = self.level0_files();
         }
         tracing::debug!(
             files_now = files,
@@ -706,6 +712,13 @@ impl Store for RocksStore {
         Some(limits::MAX_BULK_BATCH)
     }
 
+    /// L0 holds [`L0_BACKLOG`] files or more. Each bulk batch adds a few files to L0 (its
+    /// keyspaces overlap the ones before), and every L0 compaction rewrites the rebuilt
+    /// version's whole base level below: larger batches mean fewer of those rewrites.
+    fn bulk_backlog(&self) -> bool {
+        self.level0_files() >= L0_BACKLOG
+    }
+
     /// Folds the batch into one operation per key and writes it as table files, one per
     /// keyspace ([`keyspace_prefix`]; a batch of [`BULK_SPLIT_MIN`] keys or more is written as
     /// two halves of its key order on two threads, so the keyspace at the cut has two files
@@ -850,11 +863,7 @@ mod tests {
     fn bulk_commits_wait_for_compaction_past_the_l0_slowdown_trigger() {
         let dir = tempfile::tempdir().unwrap();
         let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
-        let level0 = || {
-            s.db.property_int_value("rocksdb.num-files-at-level0")
-                .unwrap()
-                .unwrap()
-        };
+        let level0 = || s.level0_files();
         let compactions = |on: bool| {
             s.db.set_options(&[(
                 "disable_auto_compactions",
@@ -876,9 +885,16 @@ mod tests {
         compactions(false);
         // The first file overlaps nothing and goes to the bottom level; the rest stay in L0.
         let rounds = L0_SLOWDOWN as u32 + 1;
+        assert!(!s.bulk_backlog());
         for round in 0..rounds {
             s.commit_bulk_groups(batch(round), KeyGroups::new())
                 .unwrap();
+            // Round r leaves r files in L0: a backlog from half the slowdown trigger on.
+            assert_eq!(
+                s.bulk_backlog(),
+                u64::from(round) >= L0_BACKLOG,
+                "round {round}"
+            );
         }
         assert_eq!(level0(), L0_SLOWDOWN as u64);
         std::thread::scope(|scope| {
@@ -895,6 +911,8 @@ mod tests {
             next.join().unwrap().unwrap();
         });
         assert!(level0() <= L0_SLOWDOWN as u64);
+        s.settle().unwrap();
+        assert!(!s.bulk_backlog(), "{} files left in L0", level0());
         let last = rounds.to_le_bytes().to_vec();
         assert_eq!(s.snapshot().unwrap().get(b"k0499").unwrap(), Some(last));
         // Those compactions ran on the low-priority pool, which lowers a thread's priority
