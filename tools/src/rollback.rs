@@ -86,7 +86,8 @@ pub struct RebuildArgs {
     #[arg(long, default_value_t = 250_000)]
     batch_records: usize,
     /// Store batch size in MiB (bulk mode). RocksDB writes each batch as one table file (up to
-    /// 512); on FoundationDB batches stay under its 10 MB transaction limit whatever is asked.
+    /// 512), and twice this once compaction is behind (10 files in L0); on FoundationDB
+    /// batches stay under its 10 MB transaction limit whatever is asked.
     #[arg(long, default_value_t = 64)]
     batch_mb: usize,
     /// Fetch from the start of the log and skip what is stored (needed with tansu 0.6).
