@@ -622,10 +622,9 @@ impl Applier {
         if !backlog {
             return self.batch_bytes;
         }
+        // `bulk` kept the configured size within the limit, so this never falls below it.
         let limit = self.store.bulk_batch_limit().unwrap_or(self.batch_bytes);
-        self.batch_bytes
-            .saturating_mul(2)
-            .min(limit.max(self.batch_bytes))
+        self.batch_bytes.saturating_mul(2).min(limit)
     }
 
     /// Plans at most `n` records into one store batch (default: no bound but the bytes). A
