@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod conformance;
 mod error;
+mod families;
 pub mod fasthash;
 #[cfg(feature = "fdb")]
 pub mod fdb;
@@ -166,6 +167,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// where there is no such work.
     fn bulk_backlog(&self) -> bool {
         false
+    }
+
+    /// A bulk run is over: the store does now the background work its bulk commits deferred,
+    /// so the keys they wrote serve at full speed (on RocksDB, one merge of the table files
+    /// they ingested into a version's column family), and returns when it is done. A rebuild
+    /// calls it when it has caught up with the log, before it may be switched to. The default
+    /// does nothing.
+    fn finish_bulk(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Commits `batch` like [`Store::commit`] — atomically, preconditions checked — but the batch

@@ -1,7 +1,9 @@
 //! The embedded backend: RocksDB on disk, with FoundationDB semantics.
 //!
-//! - One keyspace (the default column family): tuple-encoded keys already separate keyspaces,
-//!   and one family keeps a batch atomic without cross-family machinery.
+//! - A column family per projection version, the rest in the default family ([`families`]):
+//!   a rebuild's compactions stay in its own family, deferred until it has ingested the log
+//!   ([`Store::finish_bulk`]). A write batch is atomic across families; reads take one
+//!   snapshot of all of them and walk a range family by family, in key order.
 //! - Reads: a RocksDB snapshot per [`ReadView`]; ranges use iterate bounds so a reverse page read
 //!   is one seek. Whole-key bloom filters (10 bits/key) make body multi-gets and feed-version
 //!   point reads skip files; prefix blooms do not pay here because tuple-encoded prefixes are
@@ -15,20 +17,23 @@
 //!   as a prefix, so effects and offsets stay together and consumers replay what was lost.
 //!   `sync=true` fsyncs every commit.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, Direction, Env, IngestExternalFileOptions,
-    IteratorMode, MergeOperands, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
-    WriteOptions, DB,
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, CompactOptions,
+    DBCompressionType, DBWithThreadMode, Direction, Env, IngestExternalFileOptions, IteratorMode,
+    MergeOperands, MultiThreaded, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
+    WriteOptions, DEFAULT_COLUMN_FAMILY_NAME,
 };
 use tidings_core::write::decode_i64;
 use tidings_core::Mutation;
 
 use crate::error::{Error, Result};
+use crate::families::{self, Families, Segment};
 use crate::keysort::{self, prefetch};
 use crate::layout::keyspace_prefix;
 use crate::limits::{self, READ_VIEW_LIFETIME};
@@ -64,13 +69,34 @@ const L0_SLOWDOWN: i32 = 20;
 /// behind the bulk commits, so fewer, larger ones cost less.
 const L0_BACKLOG: u64 = L0_SLOWDOWN as u64 / 2;
 
+/// L0 files at which RocksDB stops writes (its default), restored with [`L0_SLOWDOWN`] when a
+/// family's deferred compactions end.
+const L0_STOP: i32 = 36;
+
+/// L0 files at which a bulk commit into a family whose compactions are deferred compacts that
+/// family first ([`RocksStore::compact_family`]): a rebuild of a very long log must neither
+/// leave the reads of its own keys (graph edges, counts) a walk over hundreds of files nor
+/// end with one merge of all of them.
+const DEFERRED_L0_MAX: u64 = 96;
+
 /// How long a bulk commit waits for L0 to drain before it ingests anyway (with a warning):
 /// compaction paused or failing must not hang a rebuild.
 const L0_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// A column family's handle.
+type Family<'a> = Arc<BoundColumnFamily<'a>>;
+
 /// RocksDB behind the [`Store`] port.
 pub struct RocksStore {
-    db: DB,
+    db: Db,
+    /// Which family holds which projection version.
+    families: RwLock<Families>,
+    /// Options of the families created for new versions.
+    family_opts: Options,
+    /// Families whose automatic compactions are off while a bulk run ingests into them.
+    deferred: Mutex<BTreeSet<String>>,
     commit_lock: Mutex<()>,
     sync: bool,
     path: String,
@@ -129,6 +155,7 @@ impl RocksStore {
         // 11.1 s; six batches (three pairs) did not slow down.
         opts.set_max_subcompactions(cores as u32);
         opts.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN);
+        opts.set_level_zero_stop_writes_trigger(L0_STOP);
         // Compactions run at nice 19: on a busy machine they take the cores the threads that
         // commit and serve leave idle, instead of a share of theirs (a rebuild's planning and
         // commit threads were preempted by compactions of the files they had just ingested).
@@ -160,6 +187,9 @@ impl RocksStore {
             DBCompressionType::Lz4,
             DBCompressionType::Lz4,
         ]);
+        // The bottom level compressed whatever level is the base: a new version's family is
+        // small, so its base is the bottom level (which the list above leaves uncompressed).
+        opts.set_bottommost_compression_type(DBCompressionType::Lz4);
         opts.set_bytes_per_sync(1 << 20);
         opts.set_merge_operator_associative("i64add", i64_add);
         // HyperClockCache: lookups without the LRU's per-shard mutex, which page reads (many
@@ -173,7 +203,28 @@ impl RocksStore {
         bulk_opts.set_compression_type(DBCompressionType::None);
         bulk_opts.set_merge_operator_associative("i64add", i64_add);
         bulk_opts.set_block_based_table_factory(&bulk_table_options(&cache));
-        let db = DB::open(&opts, path).map_err(|e| Error::Open {
+        opts.create_missing_column_families(true);
+        let family_opts = opts.clone();
+        // Every family on disk must be opened; only `projection-N` ones hold a version.
+        let names = Db::list_cf(&opts, path).unwrap_or_default();
+        // The default family named too, so that it has a handle.
+        let descriptors = std::iter::once(ColumnFamilyDescriptor::new(
+            DEFAULT_COLUMN_FAMILY_NAME,
+            opts.clone(),
+        ))
+        .chain(
+            names
+                .iter()
+                .filter(|n| *n != DEFAULT_COLUMN_FAMILY_NAME)
+                .map(|n| ColumnFamilyDescriptor::new(n, family_opts.clone())),
+        );
+        let mut families = Families::default();
+        for n in &names {
+            if let Some(prefix) = families::prefix_of(n) {
+                families.add_own(prefix, n.clone());
+            }
+        }
+        let db = Db::open_cf_descriptors(&opts, path, descriptors).map_err(|e| Error::Open {
             backend: "rocksdb",
             location: location.clone(),
             message: format!(
@@ -189,6 +240,9 @@ impl RocksStore {
         tracing::debug!(path = %location, sync = o.sync, cache_mb = o.cache_mb, "opened rocksdb store");
         Ok(RocksStore {
             db,
+            families: RwLock::new(families),
+            family_opts,
+            deferred: Mutex::new(BTreeSet::new()),
             commit_lock: Mutex::new(()),
             sync: o.sync,
             path: location,
@@ -198,9 +252,189 @@ impl RocksStore {
         })
     }
 
-    /// Flushes memtables to disk (used before backups and at shutdown).
+    /// Flushes memtables to disk, every family's (used before backups and at shutdown).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(backend_err)
+        for family in self.all_families() {
+            self.db.flush_cf(&family).map_err(backend_err)?;
+        }
+        Ok(())
+    }
+
+    /// The default family: meta, marks, and the versions a store written before families
+    /// kept there.
+    fn default_family(&self) -> Family<'_> {
+        self.db
+            .cf_handle(DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("RocksDB always opens the default family")
+    }
+
+    /// The handle of `family` (`None`: the default one).
+    fn handle(&self, family: Option<&str>) -> Family<'_> {
+        family
+            .and_then(|n| self.db.cf_handle(n))
+            .unwrap_or_else(|| self.default_family())
+    }
+
+    /// The default family and every version's family.
+    fn all_families(&self) -> Vec<Family<'_>> {
+        let f = read(&self.families);
+        std::iter::once(None)
+            .chain(f.names().map(Some))
+            .map(|n| self.handle(n))
+            .collect()
+    }
+
+    /// The family that holds `key`, to read it.
+    fn family(&self, key: &[u8]) -> Family<'_> {
+        self.handle(read(&self.families).of(key))
+    }
+
+    /// The families of `keys`, in order (consecutive keys of one version share a lookup).
+    fn families_of(&self, keys: &[Vec<u8>]) -> Vec<Family<'_>> {
+        let f = read(&self.families);
+        let mut last: Option<(Option<&[u8]>, Family<'_>)> = None;
+        keys.iter()
+            .map(|k| {
+                let prefix = families::version_prefix(k);
+                match &last {
+                    Some((p, fam)) if *p == prefix => fam.clone(),
+                    _ => {
+                        let fam = self.handle(f.of(k));
+                        last = Some((prefix, fam.clone()));
+                        fam
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// `begin..end` cut where its family changes, in key order, each part with its family.
+    fn segments(&self, begin: &[u8], end: &[u8]) -> Vec<(Family<'_>, Vec<u8>, Vec<u8>)> {
+        read(&self.families)
+            .segments(begin, end)
+            .into_iter()
+            .map(|Segment { family, begin, end }| (self.handle(family), begin, end))
+            .collect()
+    }
+
+    /// The family to write `key` into (and its name, `None` for the default family). The
+    /// first write of a version in this process places it: in a family of its own, created
+    /// now, unless the default family holds keys of it already (a store written before
+    /// families, whose versions stay where they are).
+    fn write_family(&self, key: &[u8]) -> Result<(Family<'_>, Option<String>)> {
+        let Some(prefix) = families::version_prefix(key) else {
+            return Ok((self.default_family(), None));
+        };
+        let found = |f: &Families| {
+            let name = f.of(key).map(str::to_owned);
+            (self.handle(name.as_deref()), name)
+        };
+        {
+            let f = read(&self.families);
+            if f.placed(prefix) {
+                return Ok(found(&f));
+            }
+        }
+        let mut f = self
+            .families
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !f.placed(prefix) {
+            let mut it = self.db.raw_iterator_cf(&self.default_family());
+            it.seek(prefix);
+            let legacy = it.key().is_some_and(|k| k.starts_with(prefix));
+            it.status().map_err(backend_err)?;
+            if legacy {
+                tracing::info!(
+                    family = %families::family_name(prefix),
+                    "this projection's keys stay in the default column family, where a build before families wrote them"
+                );
+                f.add_shared(prefix.to_vec());
+            } else {
+                let name = families::family_name(prefix);
+                self.db
+                    .create_cf(&name, &self.family_opts)
+                    .map_err(backend_err)?;
+                tracing::debug!(family = %name, "created a column family for a projection");
+                f.add_own(prefix.to_vec(), name);
+            }
+        }
+        Ok(found(&f))
+    }
+
+    /// Turns automatic compactions of `name` off for a bulk run into it (once per run): its
+    /// ingested files stay in L0 until [`Store::finish_bulk`] merges them in one pass, instead
+    /// of each L0 compaction rewriting the family's whole base level. Its L0 must not stall
+    /// writes meanwhile (RocksDB delays every family's writes when one family's L0 is full).
+    fn defer_compactions(&self, family: &Family<'_>, name: &str) -> Result<()> {
+        let mut deferred = lock(&self.deferred);
+        if deferred.contains(name) {
+            return Ok(());
+        }
+        let never = (DEFERRED_L0_MAX * 4).to_string();
+        self.db
+            .set_options_cf(
+                family,
+                &[
+                    ("disable_auto_compactions", "true"),
+                    ("level0_slowdown_writes_trigger", &never),
+                    ("level0_stop_writes_trigger", &never),
+                ],
+            )
+            .map_err(backend_err)?;
+        deferred.insert(name.to_owned());
+        tracing::debug!(family = name, "bulk run: compactions deferred");
+        Ok(())
+    }
+
+    /// Ends the deferral of `name`'s compactions: merges its files now first if `compact`,
+    /// then turns automatic compactions and write stalls back on.
+    fn end_deferral(&self, name: &str, compact: bool) -> Result<()> {
+        let mut deferred = lock(&self.deferred);
+        if !deferred.contains(name) {
+            return Ok(());
+        }
+        let family = self.handle(Some(name));
+        if compact {
+            self.compact_family(&family, name);
+        } else {
+            tracing::warn!(
+                family = name,
+                level0_files = self.level0_files(&family),
+                "a commit outside a bulk run writes a projection whose rebuild did not finish: its compactions resume now, and writes may slow down until they drain L0"
+            );
+        }
+        let (slowdown, stop) = (L0_SLOWDOWN.to_string(), L0_STOP.to_string());
+        self.db
+            .set_options_cf(
+                &family,
+                &[
+                    ("disable_auto_compactions", "false"),
+                    ("level0_slowdown_writes_trigger", &slowdown),
+                    ("level0_stop_writes_trigger", &stop),
+                ],
+            )
+            .map_err(backend_err)?;
+        deferred.remove(name);
+        Ok(())
+    }
+
+    /// Compacts all of `family` now and waits: its L0 files are merged into the levels below
+    /// in one pass (into the bottom level while the family is small, as a new version is).
+    /// Other families' compactions go on meanwhile.
+    fn compact_family(&self, family: &Family<'_>, name: &str) {
+        let (started, files) = (Instant::now(), self.level0_files(family));
+        let mut o = CompactOptions::default();
+        o.set_exclusive_manual_compaction(false);
+        self.db
+            .compact_range_cf_opt(family, None::<&[u8]>, None::<&[u8]>, &o);
+        tracing::info!(
+            family = name,
+            level0_files = files,
+            ms = started.elapsed().as_millis() as u64,
+            left_in_level0 = self.level0_files(family),
+            "compacted a bulk run's files"
+        );
     }
 
     /// Flushes the memtables and waits until no compaction is queued or running: a benchmark
@@ -229,7 +463,10 @@ impl RocksStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for p in preconditions {
-            let found = self.db.get(&p.key).map_err(backend_err)?;
+            let found = self
+                .db
+                .get_cf(&self.family(&p.key), &p.key)
+                .map_err(backend_err)?;
             if found != p.expected {
                 return Err(Error::Conflict {
                     key: p.key.clone(),
@@ -243,7 +480,7 @@ impl RocksStore {
 
     /// Commits through the memtable and the WAL.
     fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
-        let wb = rocks_batch(&batch.mutations);
+        let wb = self.rocks_batch(&batch.mutations)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.checked(&batch.preconditions, || {
@@ -251,19 +488,19 @@ impl RocksStore {
         })
     }
 
-    /// The files in L0 now.
-    fn level0_files(&self) -> u64 {
+    /// The files in `family`'s L0 now.
+    fn level0_files(&self, family: &Family<'_>) -> u64 {
         self.db
-            .property_int_value("rocksdb.num-files-at-level0")
+            .property_int_value_cf(family, "rocksdb.num-files-at-level0")
             .ok()
             .flatten()
             .unwrap_or(0)
     }
 
-    /// Waits while L0 holds [`L0_SLOWDOWN`] files or more (at most [`L0_WAIT_LIMIT`]), as
-    /// RocksDB's own write stall would for a write through the memtable.
-    fn wait_for_l0(&self) {
-        let (started, mut files) = (Instant::now(), self.level0_files());
+    /// Waits while `family`'s L0 holds [`L0_SLOWDOWN`] files or more (at most
+    /// [`L0_WAIT_LIMIT`]), as RocksDB's own write stall would for a write through the memtable.
+    fn wait_for_l0(&self, family: &Family<'_>) {
+        let (started, mut files) = (Instant::now(), self.level0_files(family));
         if files < L0_SLOWDOWN as u64 {
             return;
         }
@@ -277,7 +514,7 @@ impl RocksStore {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
-            files = self.level0_files();
+            files = self.level0_files(family);
         }
         tracing::debug!(
             files_now = files,
@@ -337,20 +574,21 @@ impl RocksStore {
         PathBuf::from(&self.path).join(format!("{what}-{}-{n}.sst", std::process::id()))
     }
 
-    /// Ingests the table files at `paths` (moved into the store) in one atomic step, if
+    /// Ingests the table files at `paths` (moved into `family`) in one atomic step, if
     /// writing them (`written`) succeeded; removes them on any failure.
     fn ingest(
         &self,
         written: Result<()>,
         paths: &[PathBuf],
         preconditions: &[crate::Precondition],
+        family: &Family<'_>,
     ) -> Result<()> {
         let mut io = IngestExternalFileOptions::default();
         io.set_move_files(true);
         let done = written.and_then(|()| {
             self.checked(preconditions, || {
                 self.db
-                    .ingest_external_file_opts(&io, paths.iter().collect())
+                    .ingest_external_file_cf_opts(family, &io, paths.iter().collect())
                     .map_err(backend_err)
             })
         });
@@ -361,38 +599,62 @@ impl RocksStore {
         }
         done
     }
-}
 
-/// The RocksDB write batch of `ms`, in [`memtable_order`].
-fn rocks_batch(ms: &[Mutation]) -> rocksdb::WriteBatch {
-    let mut wb = rocksdb::WriteBatch::default();
-    let ordered = memtable_order(ms);
-    let mut ms = ordered.iter().copied().peekable();
-    while let Some(m) = ms.next() {
-        match m {
-            Mutation::Set { key, value } => wb.put(key, value),
-            Mutation::Clear { key } => wb.delete(key),
-            Mutation::ClearRange { begin, end } => {
-                if begin < end {
-                    wb.delete_range(begin, end)
+    /// The RocksDB write batch of `ms`, in [`memtable_order`], each key in its family.
+    fn rocks_batch(&self, ms: &[Mutation]) -> Result<rocksdb::WriteBatch> {
+        let mut wb = rocksdb::WriteBatch::default();
+        let ordered = memtable_order(ms);
+        let mut ms = ordered.iter().copied().peekable();
+        // Keys in order: consecutive ones are mostly of one version, which shares a lookup.
+        let mut last: Option<(Option<Vec<u8>>, Family<'_>)> = None;
+        let mut family = |key: &[u8]| -> Result<Family<'_>> {
+            let prefix = families::version_prefix(key);
+            if let Some((p, f)) = &last {
+                if p.as_deref() == prefix {
+                    return Ok(f.clone());
                 }
             }
-            Mutation::Add { key, delta } => {
-                // Adds to one key sit next to each other now (e.g. a feed's version, bumped
-                // per fanned-out entry): one merge operand for their sum, not one each.
-                let mut sum = *delta;
-                while let Some(Mutation::Add { key: k, delta: d }) = ms.peek() {
-                    if k != key {
-                        break;
+            let (f, _) = self.write_family(key)?;
+            last = Some((prefix.map(<[u8]>::to_vec), f.clone()));
+            Ok(f)
+        };
+        while let Some(m) = ms.next() {
+            match m {
+                Mutation::Set { key, value } => wb.put_cf(&family(key)?, key, value),
+                Mutation::Clear { key } => wb.delete_cf(&family(key)?, key),
+                Mutation::ClearRange { begin, end } => {
+                    for (f, b, e) in self.segments(begin, end) {
+                        wb.delete_range_cf(&f, b, e);
                     }
-                    sum = sum.wrapping_add(*d);
-                    ms.next();
                 }
-                wb.merge(key, sum.to_le_bytes())
+                Mutation::Add { key, delta } => {
+                    // Adds to one key sit next to each other now (e.g. a feed's version, bumped
+                    // per fanned-out entry): one merge operand for their sum, not one each.
+                    let mut sum = *delta;
+                    while let Some(Mutation::Add { key: k, delta: d }) = ms.peek() {
+                        if k != key {
+                            break;
+                        }
+                        sum = sum.wrapping_add(*d);
+                        ms.next();
+                    }
+                    wb.merge_cf(&family(key)?, key, sum.to_le_bytes())
+                }
             }
         }
+        Ok(wb)
     }
-    wb
+}
+
+/// Reads a lock a panicked holder poisoned: what it guards stays consistent (each update is one
+/// insert).
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Locks a mutex a panicked holder poisoned (see [`read`]).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a key ends as after a batch's mutations: one entry of a table file.
@@ -571,7 +833,8 @@ fn bulk_table_options(cache: &Cache) -> BlockBasedOptions {
 }
 
 struct RocksView<'a> {
-    snap: SnapshotWithThreadMode<'a, DB>,
+    store: &'a RocksStore,
+    snap: SnapshotWithThreadMode<'a, Db>,
     created: Instant,
 }
 
@@ -591,7 +854,9 @@ impl ReadView for RocksView<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_age()?;
         limits::check_key(key)?;
-        self.snap.get(key).map_err(backend_err)
+        self.snap
+            .get_cf(&self.store.family(key), key)
+            .map_err(backend_err)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -599,8 +864,9 @@ impl ReadView for RocksView<'_> {
         for k in keys {
             limits::check_key(k)?;
         }
+        let families = self.store.families_of(keys);
         self.snap
-            .multi_get(keys)
+            .multi_get_cf(families.iter().zip(keys))
             .into_iter()
             .map(|r| r.map_err(backend_err))
             .collect()
@@ -613,14 +879,6 @@ impl ReadView for RocksView<'_> {
         if begin >= end {
             return Ok(Vec::new());
         }
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(begin.to_vec());
-        ro.set_iterate_upper_bound(end.to_vec());
-        let mode = if opts.reverse {
-            IteratorMode::End
-        } else {
-            IteratorMode::From(begin, Direction::Forward)
-        };
         let limit = if opts.limit == 0 {
             usize::MAX
         } else {
@@ -630,11 +888,25 @@ impl ReadView for RocksView<'_> {
         // usually short: start small, as a large up-front allocation per read costs more than
         // the read (measured in `tidings bench query`).
         let mut out = Vec::with_capacity(limit.min(64));
-        for item in self.snap.iterator_opt(mode, ro) {
-            let (k, v) = item.map_err(backend_err)?;
-            out.push((k.into_vec(), v.into_vec()));
-            if out.len() >= limit {
-                break;
+        let mut segments = self.store.segments(begin, end);
+        if opts.reverse {
+            segments.reverse();
+        }
+        for (family, begin, end) in segments {
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_lower_bound(begin.clone());
+            ro.set_iterate_upper_bound(end);
+            let mode = if opts.reverse {
+                IteratorMode::End
+            } else {
+                IteratorMode::From(&begin, Direction::Forward)
+            };
+            for item in self.snap.iterator_cf_opt(&family, ro, mode) {
+                let (k, v) = item.map_err(backend_err)?;
+                out.push((k.into_vec(), v.into_vec()));
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -653,23 +925,25 @@ impl ReadView for RocksView<'_> {
         if begin >= end {
             return Ok(None);
         }
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(end.to_vec());
-        // A walk over a whole keyspace must not evict what page reads keep cached.
-        ro.fill_cache(false);
-        ro.set_readahead_size(2 << 20);
-        let mut it = self.snap.raw_iterator_opt(ro);
-        it.seek(begin);
         let mut seen = 0usize;
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if seen >= max_bytes {
-                return Ok(Some(k.to_vec()));
+        for (family, begin, end) in self.store.segments(begin, end) {
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(end);
+            // A walk over a whole keyspace must not evict what page reads keep cached.
+            ro.fill_cache(false);
+            ro.set_readahead_size(2 << 20);
+            let mut it = self.snap.raw_iterator_cf_opt(&family, ro);
+            it.seek(&begin);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if seen >= max_bytes {
+                    return Ok(Some(k.to_vec()));
+                }
+                visit(k, v);
+                seen += k.len() + v.len();
+                it.next();
             }
-            visit(k, v);
-            seen += k.len() + v.len();
-            it.next();
+            it.status().map_err(backend_err)?;
         }
-        it.status().map_err(backend_err)?;
         Ok(None)
     }
 }
@@ -698,6 +972,7 @@ fn memtable_order(ms: &[Mutation]) -> Vec<&Mutation> {
 impl Store for RocksStore {
     fn snapshot(&self) -> Result<Box<dyn ReadView + '_>> {
         Ok(Box::new(RocksView {
+            store: self,
             snap: self.db.snapshot(),
             created: Instant::now(),
         }))
@@ -705,6 +980,32 @@ impl Store for RocksStore {
 
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         limits::check_batch(&batch)?;
+        // A commit outside a bulk run ends the deferral of the families it writes: their
+        // version is being written live (a rebuild that stopped early, then switched to).
+        if !lock(&self.deferred).is_empty() {
+            let touched: BTreeSet<String> = {
+                let f = read(&self.families);
+                batch
+                    .mutations
+                    .iter()
+                    .flat_map(|m| match m {
+                        Mutation::ClearRange { begin, end } => f
+                            .segments(begin, end)
+                            .into_iter()
+                            .filter_map(|s| s.family.map(str::to_owned))
+                            .collect(),
+                        Mutation::Set { key, .. }
+                        | Mutation::Clear { key }
+                        | Mutation::Add { key, .. } => {
+                            f.of(key).map(str::to_owned).into_iter().collect::<Vec<_>>()
+                        }
+                    })
+                    .collect()
+            };
+            for name in touched {
+                self.end_deferral(&name, false)?;
+            }
+        }
         self.write_batch(&batch)
     }
 
@@ -712,19 +1013,36 @@ impl Store for RocksStore {
         Some(limits::MAX_BULK_BATCH)
     }
 
-    /// L0 holds [`L0_BACKLOG`] files or more. Each bulk batch adds a few files to L0 (its
-    /// keyspaces overlap the ones before), and every L0 compaction rewrites the rebuilt
-    /// version's whole base level below: larger batches mean fewer of those rewrites.
+    /// A family's L0 holds [`L0_BACKLOG`] files or more. Each bulk batch adds a few files to
+    /// L0 (its keyspaces overlap the ones before), and each merge of them rewrites the rebuilt
+    /// version's whole base level below: larger batches mean fewer files and fewer rewrites.
     fn bulk_backlog(&self) -> bool {
-        self.level0_files() >= L0_BACKLOG
+        self.all_families()
+            .iter()
+            .any(|f| self.level0_files(f) >= L0_BACKLOG)
+    }
+
+    /// Merges the files of every family whose compactions a bulk run deferred, one pass each,
+    /// and turns their compactions back on.
+    fn finish_bulk(&self) -> Result<()> {
+        let names: Vec<String> = lock(&self.deferred).iter().cloned().collect();
+        for name in names {
+            self.end_deferral(&name, true)?;
+        }
+        Ok(())
     }
 
     /// Folds the batch into one operation per key and writes it as table files, one per
     /// keyspace ([`keyspace_prefix`]; a batch of [`BULK_SPLIT_MIN`] keys or more is written as
     /// two halves of its key order on two threads, so the keyspace at the cut has two files
     /// that do not overlap), ingested together atomically after the preconditions are checked
-    /// (a batch with a clear-range goes through the memtable instead). Ingested files get a
+    /// (a batch with a clear-range, or with keys of two families, goes through the memtable
+    /// instead: RocksDB ingests atomically into one family only). Ingested files get a
     /// sequence number above every open view, so views keep their snapshot.
+    ///
+    /// Into a version's own family, the first bulk commit defers its compactions until
+    /// [`Store::finish_bulk`] (or [`DEFERRED_L0_MAX`] files in L0); into the default family, a
+    /// commit waits while L0 holds [`L0_SLOWDOWN`] files.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         self.commit_bulk_groups(batch, KeyGroups::new())
     }
@@ -742,6 +1060,15 @@ impl Store for RocksStore {
         };
         if order.is_empty() {
             return self.checked(&batch.preconditions, || Ok(()));
+        }
+        let (first_key, last_key) = (writes.key(order[0]), writes.key(order[order.len() - 1]));
+        let (family, name) = self.write_family(first_key)?;
+        self.write_family(last_key)?;
+        let past_last = [last_key, &[0]].concat();
+        if read(&self.families).segments(first_key, &past_last).len() > 1 {
+            drop(order);
+            batch.extend(groups.mutations());
+            return self.write_batch(&batch);
         }
         // Two halves of the key order, written on two threads into their own table files:
         // the planning thread waits for this commit for much of it, leaving a core idle. The
@@ -776,9 +1103,17 @@ impl Store for RocksStore {
         .map_err(backend_err);
         drop(order);
         if written.is_ok() {
-            self.wait_for_l0();
+            match &name {
+                Some(name) => {
+                    self.defer_compactions(&family, name)?;
+                    if self.level0_files(&family) >= DEFERRED_L0_MAX {
+                        self.compact_family(&family, name);
+                    }
+                }
+                None => self.wait_for_l0(&family),
+            }
         }
-        self.ingest(written, &paths, &batch.preconditions)
+        self.ingest(written, &paths, &batch.preconditions, &family)
     }
 
     fn backend(&self) -> &'static str {
@@ -789,16 +1124,46 @@ impl Store for RocksStore {
         true
     }
 
-    /// Writes the pairs as one table file beside the store and ingests it: no memtable, no WAL,
-    /// and in an empty range no compaction either (the file goes straight to the bottom level).
+    /// Writes the pairs as one table file per family beside the store and ingests each: no
+    /// memtable, no WAL, and in an empty range no compaction either (the file goes straight to
+    /// the bottom level).
     fn load_sorted(&self, pairs: &[KeyValue]) -> Result<()> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
         for (k, v) in pairs {
             limits::check_key(k)?;
             limits::check_value_len(v.len())?;
         }
+        // Sorted pairs: each family's are one run.
+        let mut rest = pairs;
+        while let Some((first, _)) = rest.first() {
+            let (family, name) = self.write_family(first)?;
+            let f = read(&self.families);
+            let run = rest
+                .iter()
+                .position(|(k, _)| f.of(k) != name.as_deref())
+                .unwrap_or(rest.len());
+            drop(f);
+            let (this, next) = rest.split_at(run);
+            self.load_run(this, &family)?;
+            rest = next;
+        }
+        Ok(())
+    }
+
+    fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {
+        let mut total = 0;
+        for (family, begin, end) in self.segments(begin, end) {
+            let sizes = self
+                .db
+                .get_approximate_sizes_cf(&family, &[rocksdb::Range::new(&begin, &end)]);
+            total += sizes.first().copied().unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+impl RocksStore {
+    /// [`Store::load_sorted`] of pairs of one family: one table file.
+    fn load_run(&self, pairs: &[KeyValue], family: &Family<'_>) -> Result<()> {
         let path = self.table_path("load");
         let written = (|| {
             let mut w = SstFileWriter::create(&self.sst_opts);
@@ -816,15 +1181,7 @@ impl Store for RocksStore {
                 e.into_string()
             ),
         });
-        self.ingest(written, &[path], &[])
-    }
-
-    fn estimated_size(&self, begin: &[u8], end: &[u8]) -> Result<u64> {
-        // The default column family (a DB opened without families has no handle for it).
-        let sizes = self
-            .db
-            .get_approximate_sizes(&[rocksdb::Range::new(begin, end)]);
-        Ok(sizes.first().copied().unwrap_or(0))
+        self.ingest(written, &[path], &[], family)
     }
 }
 
@@ -863,7 +1220,7 @@ mod tests {
     fn bulk_commits_wait_for_compaction_past_the_l0_slowdown_trigger() {
         let dir = tempfile::tempdir().unwrap();
         let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
-        let level0 = || s.level0_files();
+        let level0 = || s.level0_files(&s.default_family());
         let compactions = |on: bool| {
             s.db.set_options(&[(
                 "disable_auto_compactions",
@@ -1004,16 +1361,11 @@ mod tests {
         let keyspace = |p: i64, space: &str| tidings_core::keys::projection(p).pack(&(space,));
         let mut b = WriteBatch::new();
         for n in 0..50 {
-            // "feed" and "feedx" share bytes up to the end of "feed"; projection 2's keyspaces
-            // follow projection 1's; raw keys (code 0xfe) parse as no keyspace: one file for all.
-            for (p, space) in [(1, "feed"), (1, "feedx"), (1, "msg"), (2, "feed")] {
-                b.set(key(p, space, n), n.to_le_bytes().to_vec());
+            // "feed" and "feedx" share bytes up to the end of "feed".
+            for space in ["feed", "feedx", "msg"] {
+                b.set(key(1, space, n), n.to_le_bytes().to_vec());
             }
             b.add(key(1, "cnt", n % 7), 1);
-            b.set(
-                [b"\xferaw".as_slice(), &n.to_be_bytes()].concat(),
-                b"v".to_vec(),
-            );
         }
         s.commit_bulk(b).unwrap();
         let files = s.db.live_files().unwrap();
@@ -1027,6 +1379,7 @@ mod tests {
         let mut seen: Vec<Vec<u8>> = files
             .iter()
             .map(|f| {
+                assert_eq!(f.column_family_name, "projection-1", "{f:?}");
                 let (first, last) = spaces(f);
                 assert_eq!(first, last, "a file spans two keyspaces: {f:?}");
                 first
@@ -1038,8 +1391,6 @@ mod tests {
             keyspace(1, "feed"),
             keyspace(1, "feedx"),
             keyspace(1, "msg"),
-            keyspace(2, "feed"),
-            Vec::new(),
         ];
         want.sort();
         assert_eq!(seen, want);
@@ -1052,6 +1403,267 @@ mod tests {
             v.get(&key(1, "cnt", 0)).unwrap(),
             Some(8i64.to_le_bytes().to_vec())
         );
+        drop(v);
+
+        // Keys of two families (projection 2's, raw keys of the default family): RocksDB
+        // ingests into one family at a time, so the batch goes through the memtable, whole.
+        let mut b = WriteBatch::new();
+        b.set(key(2, "feed", 1), b"two".to_vec())
+            .set(b"\xferaw".to_vec(), b"raw".to_vec())
+            .require(key(1, "msg", 3), Some(3i64.to_le_bytes().to_vec()));
+        s.commit_bulk(b).unwrap();
+        assert_eq!(s.db.live_files().unwrap().len(), files.len());
+        let v = s.snapshot().unwrap();
+        assert_eq!(v.get(&key(2, "feed", 1)).unwrap(), Some(b"two".to_vec()));
+        assert_eq!(v.get(b"\xferaw").unwrap(), Some(b"raw".to_vec()));
+    }
+
+    fn key(p: i64, space: &str, n: i64) -> Vec<u8> {
+        tidings_core::keys::projection(p).pack(&(space, n))
+    }
+
+    /// The names of the families holding live table files, and each file's level.
+    fn files_by_family(s: &RocksStore) -> Vec<(String, i32)> {
+        let mut files: Vec<(String, i32)> =
+            s.db.live_files()
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.column_family_name, f.level))
+                .collect();
+        files.sort();
+        files
+    }
+
+    /// The families holding live table files.
+    fn families_with_files(s: &RocksStore) -> Vec<String> {
+        let mut names: Vec<String> = files_by_family(s).into_iter().map(|f| f.0).collect();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn versions_live_in_families_of_their_own_and_reads_cross_them_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = tidings_core::keys::meta::active();
+        let mut all = Vec::new();
+        {
+            let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+            let mut b = WriteBatch::new();
+            b.set(meta.clone(), b"m".to_vec());
+            all.push((meta.clone(), b"m".to_vec()));
+            for p in [1, 2, 300] {
+                for n in 0..10 {
+                    b.set(key(p, "feed", n), vec![p as u8, n as u8]);
+                    all.push((key(p, "feed", n), vec![p as u8, n as u8]));
+                }
+            }
+            b.set(b"\xfe".to_vec(), b"raw".to_vec());
+            all.push((b"\xfe".to_vec(), b"raw".to_vec()));
+            // One atomic batch over four families.
+            s.commit(b).unwrap();
+            s.flush().unwrap();
+            assert_eq!(
+                families_with_files(&s),
+                ["default", "projection-1", "projection-2", "projection-300"]
+            );
+        }
+        all.sort();
+        // Reopened: the families and what they hold are found again.
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let v = s.snapshot().unwrap();
+        assert_eq!(
+            v.range(&[0], &[0xff], RangeOptions::forward(0)).unwrap(),
+            all
+        );
+        let mut rev = all.clone();
+        rev.reverse();
+        assert_eq!(
+            v.range(&[0], &[0xff], RangeOptions::reverse(0)).unwrap(),
+            rev
+        );
+        // Limits stop inside a family, wherever the walk started.
+        assert_eq!(
+            v.range(&[0], &[0xff], RangeOptions::forward(15)).unwrap(),
+            all[..15]
+        );
+        assert_eq!(
+            v.range(&[0], &[0xff], RangeOptions::reverse(12)).unwrap(),
+            rev[..12]
+        );
+        let (b, e) = (key(1, "feed", 5), key(300, "feed", 2));
+        let want: Vec<KeyValue> = all
+            .iter()
+            .filter(|(k, _)| *k >= b && *k < e)
+            .cloned()
+            .collect();
+        assert_eq!(want.len(), 5 + 10 + 2);
+        assert_eq!(v.range(&b, &e, RangeOptions::forward(0)).unwrap(), want);
+        // A scan pages across families with the key to go on from.
+        let mut seen = Vec::new();
+        let mut from = vec![0u8];
+        while let Some(next) = v
+            .scan(&from, &[0xff], 40, &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()))
+            })
+            .unwrap()
+        {
+            from = next;
+        }
+        assert_eq!(seen, all);
+        let keys = vec![
+            key(300, "feed", 9),
+            meta.clone(),
+            key(1, "feed", 0),
+            key(2, "x", 0),
+        ];
+        assert_eq!(
+            v.get_many(&keys).unwrap(),
+            vec![
+                Some(vec![44, 9]),
+                Some(b"m".to_vec()),
+                Some(vec![1, 0]),
+                None
+            ]
+        );
+        assert!(s.estimated_size(&[0], &[0xff]).unwrap() > 0);
+        drop(v);
+        // A clear-range over parts of three families, in one batch.
+        let mut c = WriteBatch::new();
+        c.clear_range(key(1, "feed", 8), key(300, "feed", 1));
+        s.commit(c).unwrap();
+        let left: Vec<Vec<u8>> = s
+            .snapshot()
+            .unwrap()
+            .range(&[0], &[0xff], RangeOptions::forward(0))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let want: Vec<Vec<u8>> = all
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| *k < key(1, "feed", 8) || *k >= key(300, "feed", 1))
+            .collect();
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn a_store_written_before_families_keeps_its_versions_in_the_default_family() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+            // As a build before families wrote projection 1: into the default family.
+            s.db.put_cf(&s.default_family(), key(1, "feed", 0), b"old")
+                .unwrap();
+        }
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let mut b = WriteBatch::new();
+        b.set(key(1, "feed", 1), b"new".to_vec())
+            .set(key(2, "feed", 1), b"two".to_vec());
+        s.commit(b).unwrap();
+        s.flush().unwrap();
+        assert_eq!(families_with_files(&s), ["default", "projection-2"]);
+        let (b, e) = tidings_core::keys::projection(1).range();
+        assert_eq!(
+            s.snapshot()
+                .unwrap()
+                .range(&b, &e, RangeOptions::forward(0))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    /// A batch of `n` keys of projection 1's feed, each file over the same keys.
+    fn feed_batch(round: i64) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        for n in 0..200 {
+            b.set(key(1, "feed", n), round.to_le_bytes().to_vec());
+        }
+        b
+    }
+
+    #[test]
+    fn a_bulk_run_defers_its_familys_compactions_and_merges_its_files_once_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let rounds = L0_STOP as i64 + 4;
+        for round in 0..rounds {
+            s.commit_bulk(feed_batch(round)).unwrap();
+        }
+        let family = s.handle(Some("projection-1"));
+        // Past RocksDB's L0 compaction and stop triggers, and nothing stalls: the first file
+        // went to the bottom level (it overlapped nothing), the rest wait in L0.
+        assert_eq!(s.level0_files(&family), rounds as u64 - 1);
+        let prop = |name: &str| s.db.property_int_value(name).unwrap().unwrap();
+        assert_eq!(prop("rocksdb.is-write-stopped"), 0);
+        assert_eq!(prop("rocksdb.actual-delayed-write-rate"), 0);
+        let mut live = WriteBatch::new();
+        live.set(b"\xfelive".to_vec(), b"v".to_vec());
+        s.commit(live).unwrap();
+        assert!(s.bulk_backlog());
+        s.settle().unwrap();
+        assert_eq!(
+            s.level0_files(&family),
+            rounds as u64 - 1,
+            "compacted before the end"
+        );
+
+        s.finish_bulk().unwrap();
+        // One merge into the bottom level, compressed there.
+        assert_eq!(s.level0_files(&family), 0);
+        let files = files_by_family(&s);
+        assert!(
+            files
+                .iter()
+                .filter(|f| f.0 == "projection-1")
+                .all(|f| f.1 == 6),
+            "{files:?}"
+        );
+        let v = s.snapshot().unwrap();
+        let last = (rounds - 1).to_le_bytes().to_vec();
+        assert_eq!(v.get(&key(1, "feed", 199)).unwrap(), Some(last));
+        drop(v);
+        assert!(!s.bulk_backlog());
+        // Compactions are on again: files flushed later are compacted in the background.
+        for round in 0..6 {
+            s.commit(feed_batch(round)).unwrap();
+            s.db.flush_cf(&family).unwrap();
+        }
+        s.settle().unwrap();
+        assert!(s.level0_files(&family) < 4);
+    }
+
+    #[test]
+    fn a_commit_outside_the_bulk_run_resumes_the_deferred_compactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        for round in 0..8 {
+            s.commit_bulk(feed_batch(round)).unwrap();
+        }
+        let family = s.handle(Some("projection-1"));
+        assert_eq!(s.level0_files(&family), 7);
+        // A rebuild stopped early, then its version written live: compactions come back.
+        s.commit(feed_batch(8)).unwrap();
+        s.settle().unwrap();
+        assert!(s.level0_files(&family) < 4, "{}", s.level0_files(&family));
+        assert!(lock(&s.deferred).is_empty());
+    }
+
+    #[test]
+    fn a_long_bulk_run_compacts_its_family_when_level0_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let mut most = 0;
+        for round in 0..DEFERRED_L0_MAX as i64 + 2 {
+            s.commit_bulk(feed_batch(round)).unwrap();
+            most = most.max(s.level0_files(&s.handle(Some("projection-1"))));
+        }
+        // The file of round 0 went to the bottom level; rounds 1..=MAX filled L0, and the
+        // next commit compacted it before ingesting its own file.
+        assert_eq!(most, DEFERRED_L0_MAX);
+        let family = s.handle(Some("projection-1"));
+        assert_eq!(s.level0_files(&family), 1);
     }
 
     #[test]

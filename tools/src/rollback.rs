@@ -159,7 +159,7 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     println!("{}", serde_json::to_string(&report)?);
     eprintln!(
-        "projection {}: {} events, {} index entries, {} skipped, {} dead letters in {:.1} s ({:.0} events/s, {:.0} entries/s){}",
+        "projection {}: {} events, {} index entries, {} skipped, {} dead letters in {:.1} s ({:.0} events/s, {:.0} entries/s; {:.1} s of it the store's merge of the rebuilt files){}",
         report.projection,
         report.events,
         report.entries,
@@ -168,6 +168,7 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         report.seconds,
         report.events as f64 / report.seconds.max(1e-9),
         report.entries as f64 / report.seconds.max(1e-9),
+        report.merge_seconds,
         if report.caught_up {
             format!("; caught up — `tidings switch {}` makes it live", report.projection)
         } else {
