@@ -69,6 +69,12 @@ const L0_SLOWDOWN: i32 = 20;
 /// behind the bulk commits, so fewer, larger ones cost less.
 const L0_BACKLOG: u64 = L0_SLOWDOWN as u64 / 2;
 
+/// Memtables of a family (one being written, the others flushing).
+const MEMTABLES: u64 = 4;
+
+/// Bytes of write-ahead log kept, in memtables ([`RocksStore::open`] says why).
+const MAX_WAL_MEMTABLES: u64 = 2 * MEMTABLES;
+
 /// L0 files at which RocksDB stops writes (its default), restored with [`L0_SLOWDOWN`] when a
 /// family's deferred compactions end.
 const L0_STOP: i32 = 36;
@@ -174,7 +180,14 @@ impl RocksStore {
         // wrote ~1.3x the entries/s of 32 MiB; sizing L1 down to 4 memtables as well made page
         // reads slower, more levels per seek, so L1 keeps RocksDB's 256 MiB).
         opts.set_write_buffer_size(o.memtable_mb << 20);
-        opts.set_max_write_buffer_number(4);
+        opts.set_max_write_buffer_number(MEMTABLES as i32);
+        // A write-ahead log file is deleted once every family has flushed what it holds, and
+        // the default family (meta, marks) is written rarely: without a bound, its memtable
+        // kept every log file since its first write (100 MB of logs for 73 MB of tables after
+        // the demo). Past this many bytes of logs, RocksDB flushes the families holding the
+        // oldest: twice what one family's memtables hold, so a family being written is not
+        // flushed early for it.
+        opts.set_max_total_wal_size((MAX_WAL_MEMTABLES * o.memtable_mb as u64) << 20);
         opts.set_target_file_size_base(64 << 20);
         opts.set_level_compaction_dynamic_level_bytes(true);
         // L0/L1 are rewritten soon by compaction: compressing them costs a core for nothing.
@@ -1563,6 +1576,33 @@ mod tests {
             .filter(|k| *k < key(1, "feed", 8) || *k >= key(300, "feed", 1))
             .collect();
         assert_eq!(left, want);
+    }
+
+    #[test]
+    fn a_rarely_written_family_does_not_keep_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let mut b = WriteBatch::new();
+        b.set(tidings_core::keys::meta::active(), b"1".to_vec());
+        s.commit(b).unwrap();
+        let logs = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum()
+        };
+        // 160 MiB into projection 1's family, the default family's memtable holding one key.
+        for round in 0..160i64 {
+            let mut b = WriteBatch::new();
+            for n in 0..1024 {
+                b.set(key(1, "feed", round * 1024 + n), vec![7u8; 1000]);
+            }
+            s.commit(b).unwrap();
+        }
+        let bound = (MAX_WAL_MEMTABLES * RocksOptions::default().memtable_mb as u64) << 20;
+        assert!(logs() < bound + (16 << 20), "{} MB of logs", logs() >> 20);
     }
 
     #[test]
