@@ -1133,7 +1133,8 @@ impl Store for RocksStore {
         })
         .map_err(backend_err);
         drop(order);
-        if written.is_ok() {
+        // A failure here still goes through `ingest`, which removes the files written.
+        let written = written.and_then(|()| {
             match &name {
                 Some(name) => {
                     self.defer_compactions(&family, name)?;
@@ -1143,7 +1144,8 @@ impl Store for RocksStore {
                 }
                 None => self.wait_for_l0(&family),
             }
-        }
+            Ok(())
+        });
         self.ingest(written, &paths, &batch.preconditions, &family)
     }
 
