@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tidings_core::keys::feed::FeedKind;
 use tidings_core::keys::meta;
 use tidings_core::{EventId, UserId};
 use tidings_producers::{Delivery, KafkaConfig, Producer, Topics};
-use tidings_store::Store;
+use tidings_store::{KeyGroups, ReadView, Store, WriteBatch};
 
 const T0: i64 = 1_793_491_200_000; // 2026-11-01T00:00Z
 const GROUP: &str = "tidings-fanout";
@@ -156,6 +156,48 @@ fn rebuild_cfg(kafka: &KafkaConfig, p: i64) -> RebuildConfig {
     c.consumer = GROUP.into();
     c.batch_records = 97; // many batches, odd boundaries: they must not matter
     c
+}
+
+/// A store that counts the bulk runs finished through it ([`Store::finish_bulk`]).
+#[derive(Debug)]
+struct CountsMerges {
+    inner: Arc<dyn Store>,
+    merges: AtomicUsize,
+}
+
+impl Store for CountsMerges {
+    fn snapshot(&self) -> tidings_store::Result<Box<dyn ReadView + '_>> {
+        self.inner.snapshot()
+    }
+    fn commit(&self, batch: WriteBatch) -> tidings_store::Result<()> {
+        self.inner.commit(batch)
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn estimated_size(&self, begin: &[u8], end: &[u8]) -> tidings_store::Result<u64> {
+        self.inner.estimated_size(begin, end)
+    }
+    fn bulk_batch_limit(&self) -> Option<usize> {
+        self.inner.bulk_batch_limit()
+    }
+    fn bulk_backlog(&self) -> bool {
+        self.inner.bulk_backlog()
+    }
+    fn finish_bulk(&self) -> tidings_store::Result<()> {
+        self.merges.fetch_add(1, Ordering::SeqCst);
+        self.inner.finish_bulk()
+    }
+    fn commit_bulk(&self, batch: WriteBatch) -> tidings_store::Result<()> {
+        self.inner.commit_bulk(batch)
+    }
+    fn commit_bulk_groups(
+        &self,
+        batch: WriteBatch,
+        groups: KeyGroups,
+    ) -> tidings_store::Result<()> {
+        self.inner.commit_bulk_groups(batch, groups)
+    }
 }
 
 fn rebuild_into(cfg: &RebuildConfig, store: &Arc<dyn Store>) -> rebuild::RebuildReport {
@@ -654,11 +696,18 @@ fn a_rebuild_killed_midway_and_rerun_gives_the_same_digest() {
     assert!(report["caught_up"].as_bool().unwrap());
     assert!(killed_at > 0);
 
-    // An uninterrupted rebuild of the same log into another store.
+    // An uninterrupted rebuild of the same log into another store: it merges its bulk run
+    // once, when it has caught up.
     let reference = store(&tmp.path().join("reference"));
+    let counted = Arc::new(CountsMerges {
+        inner: reference.clone(),
+        merges: AtomicUsize::new(0),
+    });
     let mut c = rebuild_cfg(&b.kafka(), 2);
     c.reread = true;
-    rebuild_into(&c, &reference);
+    let r = rebuild_into(&c, &(counted.clone() as Arc<dyn Store>));
+    assert_eq!(counted.merges.load(Ordering::SeqCst), 1);
+    assert!(r.merge_seconds <= r.seconds, "{r:?}");
     let resumed = store(&data.join("store"));
     assert_same(
         &digest(&*reference, 2).unwrap(),
