@@ -406,7 +406,7 @@ impl RocksStore {
         }
         let family = self.handle(Some(name));
         if compact {
-            self.compact_family(&family, name);
+            self.compact_family(&family, name, "merged a bulk run's files");
         } else {
             tracing::warn!(
                 family = name,
@@ -434,6 +434,41 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Compacts every family whose keys `ms` cleared all of (a dropped projection): its range
+    /// tombstone alone would leave the files on disk until enough other writes there trigger
+    /// a compaction, and a dropped version gets none. Waits (an operator's drop); views open
+    /// before the clear keep what they read, as compaction keeps what a snapshot sees.
+    fn reclaim_cleared(&self, ms: &[Mutation]) {
+        let mut cleared = Vec::new();
+        {
+            let f = read(&self.families);
+            for m in ms {
+                let Mutation::ClearRange { begin, end } = m else {
+                    continue;
+                };
+                for seg in f.segments(begin, end) {
+                    let Some(name) = seg.family else { continue };
+                    let Some(prefix) = families::prefix_of(name) else {
+                        continue;
+                    };
+                    // Every key of the version lies in prefix·00 .. prefix·ff (tuple codes).
+                    let whole = seg.begin <= [prefix.as_slice(), &[0x00]].concat()
+                        && seg.end >= [prefix.as_slice(), &[0xff]].concat();
+                    if whole {
+                        cleared.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        for name in cleared {
+            self.compact_family(
+                &self.handle(Some(&name)),
+                &name,
+                "reclaimed the disk space of a cleared projection",
+            );
+        }
+    }
+
     /// Compacts all of `family` now and waits: its L0 files are merged into the levels below
     /// in one pass (into the bottom level while the family is small, as a new version is).
     /// Other families' compactions go on meanwhile.
@@ -443,7 +478,7 @@ impl RocksStore {
     /// and to read while a store is small, but a rebuilt version lands there whole (22M index
     /// entries: 525 MB compressed, ~1.5 GB not), and later compactions rewrite it only piece
     /// by piece.
-    fn compact_family(&self, family: &Family<'_>, name: &str) {
+    fn compact_family(&self, family: &Family<'_>, name: &str, what: &str) {
         let (started, files) = (Instant::now(), self.level0_files(family));
         let mut o = CompactOptions::default();
         o.set_exclusive_manual_compaction(false);
@@ -464,7 +499,7 @@ impl RocksStore {
             level0_files = files,
             ms = started.elapsed().as_millis() as u64,
             left_in_level0 = self.level0_files(family),
-            "compacted a bulk run's files"
+            "{what}"
         );
     }
 
@@ -1037,7 +1072,9 @@ impl Store for RocksStore {
                 self.end_deferral(&name, false)?;
             }
         }
-        self.write_batch(&batch)
+        self.write_batch(&batch)?;
+        self.reclaim_cleared(&batch.mutations);
+        Ok(())
     }
 
     fn bulk_batch_limit(&self) -> Option<usize> {
@@ -1139,7 +1176,7 @@ impl Store for RocksStore {
                 Some(name) => {
                     self.defer_compactions(&family, name)?;
                     if self.level0_files(&family) >= DEFERRED_L0_MAX {
-                        self.compact_family(&family, name);
+                        self.compact_family(&family, name, "merged a bulk run's files (L0 full)");
                     }
                 }
                 None => self.wait_for_l0(&family),
@@ -1605,6 +1642,58 @@ mod tests {
         }
         let bound = (MAX_WAL_MEMTABLES * RocksOptions::default().memtable_mb as u64) << 20;
         assert!(logs() < bound + (16 << 20), "{} MB of logs", logs() >> 20);
+    }
+
+    #[test]
+    fn clearing_a_whole_version_reclaims_its_files_and_keeps_open_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let fill = |p: i64| {
+            let mut b = WriteBatch::new();
+            for n in 0..1_000 {
+                b.set(key(p, "feed", n), vec![1u8; 100]);
+            }
+            s.commit(b).unwrap();
+        };
+        fill(2);
+        fill(3);
+        s.flush().unwrap();
+        let files_of = |name: &str| files_by_family(&s).iter().filter(|f| f.0 == name).count();
+        assert!(files_of("projection-2") > 0 && files_of("projection-3") > 0);
+        let (b, e) = tidings_core::keys::projection(2).range();
+        // A part of a version: nothing to reclaim yet.
+        let mut part = WriteBatch::new();
+        part.clear_range(b.clone(), key(2, "feed", 500));
+        s.commit(part).unwrap();
+        assert!(files_of("projection-2") > 0);
+        // The whole version, as `tidings drop` clears it, while a view is open.
+        let view = s.snapshot().unwrap();
+        let mut whole = WriteBatch::new();
+        whole.clear_range(b.clone(), e.clone());
+        s.commit(whole).unwrap();
+        assert_eq!(
+            view.get(&key(2, "feed", 999)).unwrap(),
+            Some(vec![1u8; 100]),
+            "an open view lost what it saw"
+        );
+        drop(view);
+        // With no view open, the next drop leaves no file behind.
+        fill(2);
+        s.flush().unwrap();
+        let mut again = WriteBatch::new();
+        again.clear_range(b.clone(), e.clone());
+        s.commit(again).unwrap();
+        assert_eq!(files_of("projection-2"), 0);
+        assert!(s
+            .snapshot()
+            .unwrap()
+            .range(&b, &e, RangeOptions::forward(0))
+            .unwrap()
+            .is_empty());
+        assert!(
+            files_of("projection-3") > 0,
+            "another version was compacted away"
+        );
     }
 
     #[test]
