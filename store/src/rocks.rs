@@ -439,6 +439,9 @@ impl RocksStore {
     /// a compaction, and a dropped version gets none. Waits (an operator's drop); views open
     /// before the clear keep what they read, as compaction keeps what a snapshot sees.
     fn reclaim_cleared(&self, ms: &[Mutation]) {
+        if !ms.iter().any(|m| matches!(m, Mutation::ClearRange { .. })) {
+            return;
+        }
         let mut cleared = Vec::new();
         {
             let f = read(&self.families);
