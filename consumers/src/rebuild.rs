@@ -358,6 +358,9 @@ pub fn run(
     mark.set(meta::building(p), encode_i64(1));
     mark.set(meta::rebuild(p), record.into_bytes());
     store.commit(mark)?;
+    // Up to the head, the store may defer what the bulk commits leave to do (RocksDB: the
+    // version's compactions) and do it once at the end, in `finish_bulk` below.
+    store.begin_bulk()?;
 
     let mut applier = Applier::new(store.clone(), cfg.projector.clone(), cfg.consumer.clone())
         .bulk(cfg.batch_bytes)

@@ -546,6 +546,9 @@ impl Store for Backlog {
         self.bulk_commits.fetch_add(1, Ordering::SeqCst);
         self.inner.commit_bulk_groups(batch, groups)
     }
+    fn begin_bulk(&self) -> tidings_store::Result<()> {
+        self.inner.begin_bulk()
+    }
     fn finish_bulk(&self) -> tidings_store::Result<()> {
         self.inner.finish_bulk()
     }

@@ -169,6 +169,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
 
+    /// A bulk run starts: until [`Store::finish_bulk`], the store may defer the background work
+    /// of bulk commits (on RocksDB, compacting the files ingested into a version's column
+    /// family) to do it once at the end. Bulk commits outside a run defer nothing. The default
+    /// does nothing.
+    fn begin_bulk(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// A bulk run is over: the store does now the background work its bulk commits deferred,
     /// so the keys they wrote serve at full speed (on RocksDB, one merge of the table files
     /// they ingested into a version's column family), and returns when it is done. A rebuild

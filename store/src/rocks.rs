@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,8 @@ pub struct RocksStore {
     family_opts: Options,
     /// Families whose automatic compactions are off while a bulk run ingests into them.
     deferred: Mutex<BTreeSet<String>>,
+    /// Whether a bulk run is open ([`Store::begin_bulk`]): only its bulk commits defer.
+    bulk_run: AtomicBool,
     commit_lock: Mutex<()>,
     sync: bool,
     path: String,
@@ -253,6 +255,7 @@ impl RocksStore {
             families: RwLock::new(families),
             family_opts,
             deferred: Mutex::new(BTreeSet::new()),
+            bulk_run: AtomicBool::new(false),
             commit_lock: Mutex::new(()),
             sync: o.sync,
             path: location,
@@ -1093,9 +1096,18 @@ impl Store for RocksStore {
             .any(|f| self.level0_files(f) >= L0_BACKLOG)
     }
 
+    /// From now on, the first bulk commit into a version's family turns its compactions off
+    /// until [`Store::finish_bulk`].
+    fn begin_bulk(&self) -> Result<()> {
+        self.bulk_run.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Merges the files of every family whose compactions a bulk run deferred, one pass each,
-    /// and turns their compactions back on.
+    /// and turns their compactions back on. Bulk commits after it (a rebuild following the
+    /// log's head) wait for compaction as outside a run.
     fn finish_bulk(&self) -> Result<()> {
+        self.bulk_run.store(false, Ordering::SeqCst);
         let names: Vec<String> = lock(&self.deferred).iter().cloned().collect();
         for name in names {
             self.end_deferral(&name, true)?;
@@ -1111,9 +1123,10 @@ impl Store for RocksStore {
     /// instead: RocksDB ingests atomically into one family only). Ingested files get a
     /// sequence number above every open view, so views keep their snapshot.
     ///
-    /// Into a version's own family, the first bulk commit defers its compactions until
-    /// [`Store::finish_bulk`] (or [`DEFERRED_L0_MAX`] files in L0); into the default family, a
-    /// commit waits while L0 holds [`L0_SLOWDOWN`] files.
+    /// Into a version's own family during a bulk run ([`Store::begin_bulk`]), the first bulk
+    /// commit defers its compactions until [`Store::finish_bulk`] (or [`DEFERRED_L0_MAX`]
+    /// files in L0); otherwise a commit waits while the family's L0 holds [`L0_SLOWDOWN`]
+    /// files.
     fn commit_bulk(&self, batch: WriteBatch) -> Result<()> {
         self.commit_bulk_groups(batch, KeyGroups::new())
     }
@@ -1176,13 +1189,13 @@ impl Store for RocksStore {
         // A failure here still goes through `ingest`, which removes the files written.
         let written = written.and_then(|()| {
             match &name {
-                Some(name) => {
+                Some(name) if self.bulk_run.load(Ordering::SeqCst) => {
                     self.defer_compactions(&family, name)?;
                     if self.level0_files(&family) >= DEFERRED_L0_MAX {
                         self.compact_family(&family, name, "merged a bulk run's files (L0 full)");
                     }
                 }
-                None => self.wait_for_l0(&family),
+                _ => self.wait_for_l0(&family),
             }
             Ok(())
         });
@@ -1744,6 +1757,7 @@ mod tests {
     fn a_bulk_run_defers_its_familys_compactions_and_merges_its_files_once_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        s.begin_bulk().unwrap();
         let rounds = L0_STOP as i64 + 4;
         for round in 0..rounds {
             s.commit_bulk(feed_batch(round)).unwrap();
@@ -1796,9 +1810,33 @@ mod tests {
     }
 
     #[test]
+    fn bulk_commits_outside_a_bulk_run_leave_compaction_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        let settled_level0 = |from: i64| {
+            for round in from..from + 8 {
+                s.commit_bulk(feed_batch(round)).unwrap();
+            }
+            s.settle().unwrap();
+            s.level0_files(&s.handle(Some("projection-1")))
+        };
+        // No run open: compacted as they come.
+        let left = settled_level0(0);
+        assert!(left < 4);
+        // A run's commits wait in L0 until it finishes; the ones after it (a rebuild that
+        // follows the log's head) are compacted again.
+        s.begin_bulk().unwrap();
+        assert_eq!(settled_level0(8), left + 8);
+        s.finish_bulk().unwrap();
+        assert_eq!(s.level0_files(&s.handle(Some("projection-1"))), 0);
+        assert!(settled_level0(16) < 4);
+    }
+
+    #[test]
     fn a_commit_outside_the_bulk_run_resumes_the_deferred_compactions() {
         let dir = tempfile::tempdir().unwrap();
         let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        s.begin_bulk().unwrap();
         for round in 0..8 {
             s.commit_bulk(feed_batch(round)).unwrap();
         }
@@ -1815,6 +1853,7 @@ mod tests {
     fn a_long_bulk_run_compacts_its_family_when_level0_is_full() {
         let dir = tempfile::tempdir().unwrap();
         let s = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        s.begin_bulk().unwrap();
         let mut most = 0;
         for round in 0..DEFERRED_L0_MAX as i64 + 2 {
             s.commit_bulk(feed_batch(round)).unwrap();

@@ -158,10 +158,12 @@ fn rebuild_cfg(kafka: &KafkaConfig, p: i64) -> RebuildConfig {
     c
 }
 
-/// A store that counts the bulk runs finished through it ([`Store::finish_bulk`]).
+/// A store that counts the bulk runs begun and finished through it ([`Store::begin_bulk`],
+/// [`Store::finish_bulk`]).
 #[derive(Debug)]
 struct CountsMerges {
     inner: Arc<dyn Store>,
+    begun: AtomicUsize,
     merges: AtomicUsize,
 }
 
@@ -183,6 +185,10 @@ impl Store for CountsMerges {
     }
     fn bulk_backlog(&self) -> bool {
         self.inner.bulk_backlog()
+    }
+    fn begin_bulk(&self) -> tidings_store::Result<()> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        self.inner.begin_bulk()
     }
     fn finish_bulk(&self) -> tidings_store::Result<()> {
         self.merges.fetch_add(1, Ordering::SeqCst);
@@ -701,11 +707,13 @@ fn a_rebuild_killed_midway_and_rerun_gives_the_same_digest() {
     let reference = store(&tmp.path().join("reference"));
     let counted = Arc::new(CountsMerges {
         inner: reference.clone(),
+        begun: AtomicUsize::new(0),
         merges: AtomicUsize::new(0),
     });
     let mut c = rebuild_cfg(&b.kafka(), 2);
     c.reread = true;
     let r = rebuild_into(&c, &(counted.clone() as Arc<dyn Store>));
+    assert_eq!(counted.begun.load(Ordering::SeqCst), 1);
     assert_eq!(counted.merges.load(Ordering::SeqCst), 1);
     assert!(r.merge_seconds <= r.seconds, "{r:?}");
     let resumed = store(&data.join("store"));
