@@ -384,17 +384,7 @@ impl RocksStore {
         if deferred.contains(name) {
             return Ok(());
         }
-        let never = (DEFERRED_L0_MAX * 4).to_string();
-        self.db
-            .set_options_cf(
-                family,
-                &[
-                    ("disable_auto_compactions", "true"),
-                    ("level0_slowdown_writes_trigger", &never),
-                    ("level0_stop_writes_trigger", &never),
-                ],
-            )
-            .map_err(backend_err)?;
+        self.auto_compactions(family, false)?;
         deferred.insert(name.to_owned());
         tracing::debug!(family = name, "bulk run: compactions deferred");
         Ok(())
@@ -422,19 +412,34 @@ impl RocksStore {
             // Ended meanwhile by another thread.
             return Ok(());
         }
-        let (slowdown, stop) = (L0_SLOWDOWN.to_string(), L0_STOP.to_string());
+        self.auto_compactions(&family, true)?;
+        deferred.remove(name);
+        Ok(())
+    }
+
+    /// Turns `family`'s automatic compactions on or off, and its L0 write stalls with them:
+    /// off, its L0 grows past RocksDB's triggers without stalling the store's writes (well
+    /// past [`DEFERRED_L0_MAX`], where a bulk commit compacts it first).
+    fn auto_compactions(&self, family: &Family<'_>, on: bool) -> Result<()> {
+        let (slowdown, stop) = if on {
+            (L0_SLOWDOWN.to_string(), L0_STOP.to_string())
+        } else {
+            let never = (DEFERRED_L0_MAX * 4).to_string();
+            (never.clone(), never)
+        };
         self.db
             .set_options_cf(
-                &family,
+                family,
                 &[
-                    ("disable_auto_compactions", "false"),
+                    (
+                        "disable_auto_compactions",
+                        if on { "false" } else { "true" },
+                    ),
                     ("level0_slowdown_writes_trigger", &slowdown),
                     ("level0_stop_writes_trigger", &stop),
                 ],
             )
-            .map_err(backend_err)?;
-        deferred.remove(name);
-        Ok(())
+            .map_err(backend_err)
     }
 
     /// Compacts every family whose keys `ms` cleared all of (a dropped projection): its range
