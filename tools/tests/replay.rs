@@ -206,6 +206,15 @@ impl Store for CountsMerges {
     }
 }
 
+/// Sets its flag when dropped (also while a panic unwinds).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 fn rebuild_into(cfg: &RebuildConfig, store: &Arc<dyn Store>) -> rebuild::RebuildReport {
     let r = rebuild::run(
         cfg,
@@ -596,6 +605,9 @@ fn a_following_rebuild_applies_new_records_until_switched_to() {
                 caught_up.fetch_or(up, Ordering::SeqCst);
             })
         });
+        // A failed wait below stops the rebuild, so the scope can join it: the test then
+        // fails with the wait's message instead of hanging.
+        let _stop_on_panic = StopOnDrop(&stop);
         wait_until(Duration::from_secs(60), "the rebuild caught up", || {
             caught_up.load(Ordering::SeqCst)
         });
